@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.db import connection
+
+from regression_tracking.metrics import InMemoryBackend, get_backend
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +16,12 @@ def _postgresql_marker_needs_postgresql(request: pytest.FixtureRequest) -> None:
             f"{request.node.nodeid} needs PostgreSQL but DATABASE_URL points at "
             f"{connection.vendor}; the test command deselects it on SQLite"
         )
+
+
+@pytest.fixture
+def metrics_backend(settings: Any) -> InMemoryBackend:
+    """Route regression_tracking.metrics to a fresh in-memory backend and return it."""
+    settings.REGRESSION_TRACKING_METRICS_BACKEND = "regression_tracking.metrics.InMemoryBackend"
+    backend = get_backend()
+    assert isinstance(backend, InMemoryBackend)
+    return backend

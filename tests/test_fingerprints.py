@@ -35,7 +35,7 @@ class TestHashFingerprint:
 
     def test_non_string_part_is_a_type_error(self) -> None:
         with pytest.raises(TypeError, match="parts must be strings"):
-            hash_fingerprint(["a", 1])  # type: ignore[list-item]
+            hash_fingerprint(["a", 1])
 
 
 class TestFingerprintRegression:
@@ -54,7 +54,7 @@ class TestFingerprintRegression:
 
     def test_non_string_transaction_is_a_type_error(self) -> None:
         with pytest.raises(TypeError, match="transaction must be a string"):
-            fingerprint_regression(42)  # type: ignore[arg-type]
+            fingerprint_regression(42)
 
 
 class TestGenerateFingerprint:

@@ -1,0 +1,262 @@
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from regression_tracking.fingerprints import generate_fingerprint, hash_fingerprint
+from regression_tracking.models import Group, GroupHash, RegressionGroup, RegressionType
+from regression_tracking.services import (
+    MISSING_ISSUE_GROUP_MESSAGE,
+    Orphan,
+    OrphanReason,
+    OrphanScope,
+    bulk_get_groups_from_fingerprints,
+    count_in_scope,
+    orphan_predicate_sql,
+    select_orphans,
+)
+from tests.factories import (
+    ProjectFactory,
+    RegressionGroupFactory,
+    create_grouphash_without_group,
+    create_issue_for,
+    create_linked_regression,
+    issue_hash,
+)
+
+pytestmark = pytest.mark.django_db
+
+MISSING = OrphanReason.MISSING_GROUPHASH
+WITHOUT_GROUP = OrphanReason.GROUPHASH_WITHOUT_GROUP
+
+
+def far_future() -> datetime:
+    return timezone.now() + timedelta(days=1)
+
+
+def orphan_ids(**scope: Any) -> list[int]:
+    return [o.id for o in select_orphans(cutoff=far_future(), scope=OrphanScope(**scope))]
+
+
+class TestBugReportScenarios:
+    def test_orphan_detected_and_logged_when_its_issue_was_never_created(self, caplog) -> None:
+        regression = RegressionGroupFactory.create()
+        [orphan] = select_orphans(cutoff=far_future())
+        assert (orphan.id, orphan.reason) == (regression.id, MISSING)
+        caplog.set_level(logging.WARNING, logger="regression_tracking")
+        bulk_get_groups_from_fingerprints([(regression.project_id, [issue_hash(regression)])])
+        assert [r.getMessage() for r in caplog.records] == [MISSING_ISSUE_GROUP_MESSAGE]
+
+    def test_normal_flow_with_both_records_is_not_an_orphan(self) -> None:
+        regression = create_linked_regression()
+        assert select_orphans(cutoff=far_future()) == []
+        groups = bulk_get_groups_from_fingerprints(
+            [(regression.project_id, [issue_hash(regression)])]
+        )
+        assert len(groups) == 1
+
+    def test_deleting_the_issue_leaves_a_detectable_orphan(self) -> None:
+        regression = RegressionGroupFactory.create()
+        grouphash = create_issue_for(regression)
+        assert grouphash.group is not None
+        grouphash.group.delete()
+        assert [(o.id, o.reason) for o in select_orphans(cutoff=far_future())] == [
+            (regression.id, MISSING)
+        ]
+
+    def test_bulk_query_over_mixed_states(self) -> None:
+        linked = create_linked_regression()
+        never_created = RegressionGroupFactory.create()
+        discarded = RegressionGroupFactory.create()
+        create_grouphash_without_group(discarded)
+        deleted = RegressionGroupFactory.create()
+        doomed = create_issue_for(deleted)
+        assert doomed.group is not None
+        doomed.group.delete()
+        orphans = select_orphans(cutoff=far_future())
+        assert [(o.id, o.reason) for o in orphans] == [
+            (never_created.id, MISSING),
+            (discarded.id, WITHOUT_GROUP),
+            (deleted.id, MISSING),
+        ]
+        groups = bulk_get_groups_from_fingerprints(
+            [(r.project_id, [issue_hash(r)]) for r in (linked, never_created, discarded, deleted)]
+        )
+        assert list(groups) == [(linked.project_id, (issue_hash(linked),))]
+
+    def test_grouphash_whose_issue_is_gone(self) -> None:
+        regression = RegressionGroupFactory.create()
+        grouphash = create_issue_for(regression)
+        GroupHash.objects.filter(id=grouphash.id).update(group=None, group_tombstone_id=9)
+        [orphan] = select_orphans(cutoff=far_future())
+        assert (orphan.id, orphan.reason) == (regression.id, WITHOUT_GROUP)
+
+
+class TestSelection:
+    def test_same_fingerprint_in_two_projects_is_judged_per_project(self) -> None:
+        linked = create_linked_regression()
+        orphan = RegressionGroupFactory.create(fingerprint=linked.fingerprint)
+        assert orphan_ids() == [orphan.id]
+
+    def test_active_and_inactive_versions_share_their_issue(self) -> None:
+        old = RegressionGroupFactory.create(active=False)
+        new = RegressionGroupFactory.create(
+            project=old.project, fingerprint=old.fingerprint, version=2
+        )
+        orphans = select_orphans(cutoff=far_future())
+        assert [(o.id, o.active) for o in orphans] == [(old.id, False), (new.id, True)]
+        create_issue_for(new)
+        assert select_orphans(cutoff=far_future()) == []
+
+    def test_function_and_endpoint_regressions(self) -> None:
+        function = RegressionGroupFactory.create(
+            type=RegressionType.FUNCTION,
+            fingerprint=generate_fingerprint(RegressionType.FUNCTION, 123456789),
+        )
+        endpoint = RegressionGroupFactory.create(
+            fingerprint=generate_fingerprint(RegressionType.ENDPOINT, "/api/x")
+        )
+        create_issue_for(function)
+        assert orphan_ids() == [endpoint.id]
+        assert orphan_ids(regression_type=RegressionType.FUNCTION) == []
+        assert orphan_ids(regression_type=RegressionType.ENDPOINT) == [endpoint.id]
+
+    def test_non_ascii_transaction_names(self) -> None:
+        linked = create_linked_regression(
+            fingerprint=generate_fingerprint(RegressionType.ENDPOINT, "/api/café/日本")
+        )
+        orphan = RegressionGroupFactory.create(
+            fingerprint=generate_fingerprint(RegressionType.ENDPOINT, "/api/naïve/ü")
+        )
+        assert orphan_ids() == [orphan.id]
+        # A raw non-ASCII fingerprint hashes the same in the database as in Python.
+        raw = RegressionGroupFactory.create(project=linked.project, fingerprint="ünïcødé/日本")
+        create_issue_for(raw)
+        assert orphan_ids() == [orphan.id]
+
+    def test_scope_by_project_and_after_id(self) -> None:
+        first, second, third = RegressionGroupFactory.create_batch(3)
+        assert orphan_ids(project_ids=(first.project_id, third.project_id)) == [first.id, third.id]
+        assert orphan_ids(project_ids=()) == []
+        assert orphan_ids(after_id=first.id) == [second.id, third.id]
+
+    def test_old_enough_compares_date_added_with_the_cutoff(self) -> None:
+        now = timezone.now()
+        old = RegressionGroupFactory.create(date_added=now - timedelta(hours=25))
+        recent = RegressionGroupFactory.create(date_added=now - timedelta(hours=23))
+        orphans = select_orphans(cutoff=now - timedelta(hours=24))
+        assert [(o.id, o.old_enough) for o in orphans] == [(old.id, True), (recent.id, False)]
+
+    def test_orphan_row_carries_project_and_state(self) -> None:
+        regression = RegressionGroupFactory.create(active=False)
+        assert select_orphans(cutoff=far_future()) == [
+            Orphan(
+                id=regression.id,
+                project_id=regression.project_id,
+                reason=MISSING,
+                active=False,
+                old_enough=True,
+            )
+        ]
+
+    def test_one_statement(self, django_assert_num_queries) -> None:
+        RegressionGroupFactory.create_batch(3)
+        with django_assert_num_queries(1):
+            assert len(select_orphans(cutoff=far_future())) == 3
+
+    def test_count_in_scope_counts_linked_and_orphaned(self) -> None:
+        linked = create_linked_regression()
+        RegressionGroupFactory.create(project=linked.project)
+        RegressionGroupFactory.create()
+        assert count_in_scope() == 3
+        assert count_in_scope(scope=OrphanScope(project_ids=(linked.project_id,))) == 2
+
+
+@pytest.mark.postgresql
+def test_postgresql_plans_the_predicate_as_an_anti_join() -> None:
+    RegressionGroupFactory.create_batch(3)
+    sql = "EXPLAIN SELECT rg.id FROM sentry_regressiongroup rg WHERE " + orphan_predicate_sql(
+        connection, "rg"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_nestloop = off")
+        cursor.execute(sql)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Hash Anti Join" in plan, plan
+
+
+GRACE = timedelta(hours=24)
+
+regression_rows = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # project index
+        st.sampled_from(["a", "b", "c", "ü/日本"]),  # fingerprint
+        st.sampled_from(list(RegressionType)),
+        st.booleans(),  # active
+        st.integers(0, 48),  # age in hours
+    ),
+    max_size=12,
+    unique_by=lambda row: (row[0], row[1], row[2]),
+)
+issue_states = st.dictionaries(
+    st.tuples(st.integers(0, 2), st.sampled_from(["a", "b", "c", "ü/日本", "zzz"])),
+    st.sampled_from(["live", "without_group"]),
+    max_size=10,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(rows=regression_rows, issues=issue_states, scope_project=st.none() | st.integers(0, 2))
+def test_selection_agrees_with_a_brute_force_oracle(rows, issues, scope_project) -> None:
+    with transaction.atomic():
+        projects = ProjectFactory.create_batch(3)
+        now = timezone.now()
+        created = [
+            RegressionGroup.objects.create(
+                project=projects[p],
+                fingerprint=fingerprint,
+                type=regression_type,
+                active=active,
+                version=1,
+                date_added=now - timedelta(hours=age),
+                date_regressed=now,
+                baseline=1,
+                regressed=2,
+            )
+            for p, fingerprint, regression_type, active, age in rows
+        ]
+        for (p, fingerprint), state in issues.items():
+            group = Group.objects.create(project=projects[p], message="m")
+            GroupHash.objects.create(
+                project=projects[p],
+                hash=hash_fingerprint([fingerprint])[0],
+                group=group if state == "live" else None,
+            )
+        scope = OrphanScope(
+            project_ids=None if scope_project is None else (projects[scope_project].id,)
+        )
+        expected = []
+        for regression, (p, fingerprint, _type, active, age) in zip(created, rows, strict=True):
+            if scope_project is not None and p != scope_project:
+                continue
+            state = issues.get((p, fingerprint))
+            if state == "live":
+                continue
+            reason = MISSING if state is None else WITHOUT_GROUP
+            expected.append(Orphan(regression.id, projects[p].id, reason, active, age > 24))
+        # Ages of exactly 24 h sit on the cutoff; the SQL compares strictly, like the oracle.
+        assert select_orphans(cutoff=now - GRACE, scope=scope) == sorted(
+            expected, key=lambda o: o.id
+        )
+        transaction.set_rollback(True)

@@ -10,6 +10,9 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from regression_tracking.sentry import init_sentry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -76,17 +79,41 @@ REGRESSION_TRACKING_METRICS_BACKEND = os.environ.get(
     "REGRESSION_TRACKING_METRICS_BACKEND", "regression_tracking.metrics.NoopBackend"
 )
 
+# The statsd server of regression_tracking.metrics.StatsdBackend; an empty prefix sends bare keys.
+REGRESSION_TRACKING_STATSD_HOST = os.environ.get("REGRESSION_TRACKING_STATSD_HOST") or "127.0.0.1"
+_statsd_port = os.environ.get("REGRESSION_TRACKING_STATSD_PORT") or "8125"
+if not _statsd_port.isdigit():
+    raise ImproperlyConfigured(
+        f"REGRESSION_TRACKING_STATSD_PORT must be a port number, not {_statsd_port!r}"
+    )
+REGRESSION_TRACKING_STATSD_PORT = int(_statsd_port)
+REGRESSION_TRACKING_STATSD_PREFIX = os.environ.get(
+    "REGRESSION_TRACKING_STATSD_PREFIX", "regression_tracking"
+)
+
+# How regression_tracking records are written to stderr: "key_value" or "json" (one object a line).
+_LOG_FORMATS = ("key_value", "json")
+REGRESSION_TRACKING_LOG_FORMAT = (
+    os.environ.get("REGRESSION_TRACKING_LOG_FORMAT") or "key_value"
+).lower()
+if REGRESSION_TRACKING_LOG_FORMAT not in _LOG_FORMATS:
+    raise ImproperlyConfigured(
+        f"REGRESSION_TRACKING_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}, "
+        f"not {REGRESSION_TRACKING_LOG_FORMAT!r}"
+    )
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "key_value": {"()": "regression_tracking.log.KeyValueFormatter"},
+        "json": {"()": "regression_tracking.log.JsonFormatter"},
     },
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stderr",
-            "formatter": "key_value",
+            "formatter": REGRESSION_TRACKING_LOG_FORMAT,
         },
     },
     "loggers": {
@@ -97,3 +124,7 @@ LOGGING = {
         },
     },
 }
+
+# Errors and WARNING records (orphaned regressions among them) go to Sentry when SENTRY_DSN is set;
+# sentry-sdk itself reads SENTRY_ENVIRONMENT and SENTRY_RELEASE.
+init_sentry(os.environ.get("SENTRY_DSN"))

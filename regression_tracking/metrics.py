@@ -1,14 +1,18 @@
 """Counters, sent to the backend that ``settings.REGRESSION_TRACKING_METRICS_BACKEND`` names.
 
 Call sites use ``incr(key, amount=…, tags=…)`` as they would Sentry's ``sentry.utils.metrics``. The
-default backend records nothing; ``InMemoryBackend`` keeps counts for tests and reports.
+default backend records nothing; ``InMemoryBackend`` keeps counts for tests and reports;
+``StatsdBackend`` sends UDP datagrams; ``PrometheusBackend`` keeps counters in its own registry.
+Whatever the backend, every count of the process is also kept for ``write_textfile``.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import Protocol
 
@@ -16,8 +20,27 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
+from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client.core import CounterMetricFamily, Metric
+from statsd import StatsClient
 
 Tags = Mapping[str, str]
+
+# Prometheus metric names start with this, so the textfile collector's merged output stays apart.
+PROMETHEUS_NAMESPACE = "regression_tracking"
+
+# Settings that shape the backend; changing any of them (as tests do) rebuilds it.
+_BACKEND_SETTINGS = frozenset(
+    {
+        "REGRESSION_TRACKING_METRICS_BACKEND",
+        "REGRESSION_TRACKING_STATSD_HOST",
+        "REGRESSION_TRACKING_STATSD_PORT",
+        "REGRESSION_TRACKING_STATSD_PREFIX",
+    }
+)
+
+_STATSD_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_PROMETHEUS_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
 class MetricsBackend(Protocol):
@@ -59,6 +82,107 @@ class InMemoryBackend:
             self.calls.clear()
 
 
+def statsd_name(key: str, tags: Tags | None) -> str:
+    """``key`` followed by ``.tag_value`` per tag, sorted by tag name.
+
+    Plain statsd has no tags, and dropping them would merge e.g. the orphan reasons into one
+    counter. In tag names and values anything but letters, digits, ``_`` and ``-`` becomes ``_``,
+    so a tag adds exactly one path segment and never breaks the line protocol.
+    """
+    segments = [
+        f"{_STATSD_UNSAFE.sub('_', str(name))}_{_STATSD_UNSAFE.sub('_', str(value))}"
+        for name, value in sorted((tags or {}).items())
+    ]
+    return ".".join([key, *segments])
+
+
+class StatsdBackend:
+    """Sends ``<prefix>.<key>[.<tag>_<value>…]:<amount>|c`` over UDP to the configured statsd.
+
+    Host, port and prefix come from ``REGRESSION_TRACKING_STATSD_HOST``/``_PORT``/``_PREFIX``; an
+    empty prefix sends bare keys. Sending is fire-and-forget: an unreachable server loses counts
+    and never raises.
+    """
+
+    def __init__(self) -> None:
+        self.client = StatsClient(
+            host=settings.REGRESSION_TRACKING_STATSD_HOST,
+            port=settings.REGRESSION_TRACKING_STATSD_PORT,
+            prefix=settings.REGRESSION_TRACKING_STATSD_PREFIX or None,
+        )
+
+    def incr(self, key: str, amount: int, tags: Tags | None) -> None:
+        self.client.incr(statsd_name(key, tags), amount)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def prometheus_name(key: str) -> str:
+    """The Prometheus family name of ``key``, without ``_total``: namespaced, unsafe chars ``_``."""
+    return f"{PROMETHEUS_NAMESPACE}_{_PROMETHEUS_UNSAFE.sub('_', key)}"
+
+
+def _prometheus_label(name: str) -> str:
+    label = _PROMETHEUS_UNSAFE.sub("_", str(name))
+    # Label names may not start with a digit, and names starting "__" are reserved.
+    return f"tag_{label}" if label[:1].isdigit() or label.startswith("__") or not label else label
+
+
+class _CounterCollector:
+    """Sums per (family, labels) and exposes them as counters, with no ``_created`` samples."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        # The first key seen per family, shown as its HELP so operators can find the call site.
+        self._help: dict[str, str] = {}
+
+    def incr(self, key: str, amount: int, tags: Tags | None) -> None:
+        family = prometheus_name(key)
+        labels = tuple(sorted((_prometheus_label(k), str(v)) for k, v in (tags or {}).items()))
+        with self._lock:
+            self._help.setdefault(family, key)
+            self._counts[(family, labels)] = self._counts.get((family, labels), 0.0) + amount
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts = sorted(self._counts.items())
+            helps = dict(self._help)
+        families: dict[str, CounterMetricFamily] = {}
+        for (family, labels), value in counts:
+            metric = families.get(family)
+            if metric is None:
+                metric = families[family] = CounterMetricFamily(family, helps[family])
+            # add_sample, not add_metric: one key may be counted with different sets of tags.
+            metric.add_sample(f"{metric.name}_total", dict(labels), value)
+        yield from families.values()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+            self._help.clear()
+
+
+class PrometheusBackend:
+    """Counters in a registry of their own: key ``a.b`` becomes ``<namespace>_a_b_total{tags…}``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._collector = _CounterCollector()
+        self.registry.register(self._collector)
+
+    def incr(self, key: str, amount: int, tags: Tags | None) -> None:
+        self._collector.incr(key, amount, tags)
+
+    def reset(self) -> None:
+        self._collector.reset()
+
+
+# Every count of this process, whatever the backend: what write_textfile writes without Prometheus.
+_process_counts = PrometheusBackend()
+
+
 @cache
 def get_backend() -> MetricsBackend:
     """The configured backend, built once per process (and again when the setting changes)."""
@@ -69,10 +193,22 @@ def get_backend() -> MetricsBackend:
 
 @receiver(setting_changed)
 def _reset_backend(*, setting: str, **kwargs: object) -> None:
-    if setting == "REGRESSION_TRACKING_METRICS_BACKEND":
+    if setting in _BACKEND_SETTINGS:
         get_backend.cache_clear()
 
 
 def incr(key: str, amount: int = 1, tags: Tags | None = None) -> None:
     """Add ``amount`` to the counter ``key``."""
+    _process_counts.incr(key, amount, tags)
     get_backend().incr(key, amount, tags)
+
+
+def write_textfile(path: str | os.PathLike[str]) -> None:
+    """Write the counters in node_exporter's textfile format, atomically (temp file, rename).
+
+    The registry of the configured backend when it is a ``PrometheusBackend``, else every count
+    this process recorded. node_exporter reads only files whose name ends in ``.prom``.
+    """
+    backend = get_backend()
+    counts = backend if isinstance(backend, PrometheusBackend) else _process_counts
+    write_to_textfile(os.fspath(path), counts.registry)

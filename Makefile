@@ -15,8 +15,14 @@ $(INSTALLED): requirements.txt
 	touch $@
 
 # An empty DATABASE_URL means the embedded SQLite file db.sqlite3, whatever the shell exports.
+DEMO_ENV := DATABASE_URL= REGRESSION_TRACKING_LOG_LEVEL=WARNING
 demo: $(INSTALLED)
-	DATABASE_URL= $(BIN)/python manage.py migrate --no-input
+	$(DEMO_ENV) $(BIN)/python manage.py migrate --no-input
+	$(DEMO_ENV) $(BIN)/python manage.py load_demo_data
+	@echo "== Dry run: what the cleanup would do"
+	$(DEMO_ENV) $(BIN)/python manage.py cleanup_orphaned_regressions --dry-run -v 2
+	@echo "== The cleanup itself"
+	$(DEMO_ENV) $(BIN)/python manage.py cleanup_orphaned_regressions -v 2
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -5,6 +5,25 @@ Commands, the admin and tests call these functions; nothing here prints.
 
 from __future__ import annotations
 
+from regression_tracking.services.backup import (
+    BackupFormatError,
+    BackupWriter,
+    RestoreResult,
+    UnknownProjectsError,
+    read_backup,
+    restore_regression_groups,
+)
+from regression_tracking.services.cleanup import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MIN_AGE,
+    MAX_BATCH_SIZE,
+    BatchReport,
+    CleanupAction,
+    CleanupResult,
+    StopReason,
+    cleanup_orphaned_regressions,
+)
+from regression_tracking.services.locking import CleanupAlreadyRunning
 from regression_tracking.services.lookup import (
     MISSING_GROUP_MESSAGE,
     MISSING_ISSUE_GROUP_MESSAGE,
@@ -14,6 +33,7 @@ from regression_tracking.services.lookup import (
     get_issue_groups_for_regressions,
 )
 from regression_tracking.services.orphans import (
+    GRACE_PERIOD,
     Orphan,
     OrphanReason,
     OrphanScope,
@@ -21,18 +41,58 @@ from regression_tracking.services.orphans import (
     orphan_predicate_sql,
     select_orphans,
 )
+from regression_tracking.services.versioning import (
+    BUFFER_PERIOD,
+    ESCALATING_ISSUE_STATES,
+    ORPHAN_DEACTIVATED_MESSAGE,
+    ORPHAN_TOO_RECENT_MESSAGE,
+    VERSIONING_COMPLETED_MESSAGE,
+    DetectedRegression,
+    RegressionAction,
+    RegressionOutcome,
+    SkipReason,
+    get_regression_groups,
+    save_regressions_with_versions,
+)
 
 __all__ = [
+    "BUFFER_PERIOD",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MIN_AGE",
+    "ESCALATING_ISSUE_STATES",
+    "GRACE_PERIOD",
+    "MAX_BATCH_SIZE",
     "MISSING_GROUP_MESSAGE",
     "MISSING_ISSUE_GROUP_MESSAGE",
     "NOT_FOUND_METRIC",
+    "ORPHAN_DEACTIVATED_MESSAGE",
+    "ORPHAN_TOO_RECENT_MESSAGE",
+    "VERSIONING_COMPLETED_MESSAGE",
+    "BackupFormatError",
+    "BackupWriter",
+    "BatchReport",
+    "CleanupAction",
+    "CleanupAlreadyRunning",
+    "CleanupResult",
+    "DetectedRegression",
     "Orphan",
     "OrphanReason",
     "OrphanScope",
+    "RegressionAction",
+    "RegressionOutcome",
+    "RestoreResult",
+    "SkipReason",
+    "StopReason",
+    "UnknownProjectsError",
     "bulk_get_groups_from_fingerprints",
+    "cleanup_orphaned_regressions",
     "count_in_scope",
     "get_group_from_fingerprint",
     "get_issue_groups_for_regressions",
+    "get_regression_groups",
     "orphan_predicate_sql",
+    "read_backup",
+    "restore_regression_groups",
+    "save_regressions_with_versions",
     "select_orphans",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -18,6 +18,10 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
 
 from regression_tracking.models import GroupHash, RegressionGroup, RegressionType
+
+# DESIGN §3: the issue is created asynchronously, so an orphan younger than this may simply not
+# have its issue yet. Nothing acts on it.
+GRACE_PERIOD = timedelta(hours=24)
 
 
 class OrphanReason(enum.StrEnum):
@@ -45,6 +49,8 @@ class OrphanScope:
     regression_type: RegressionType | None = None
     # Only ids strictly greater than this (resuming after a candidate id).
     after_id: int | None = None
+    # Only these RegressionGroup ids (e.g. an admin selection).
+    ids: tuple[int, ...] | None = None
 
 
 def sql_names(connection: BaseDatabaseWrapper) -> dict[str, str]:
@@ -83,12 +89,13 @@ def scope_sql(
     names = sql_names(connection)
     conditions: list[str] = []
     params: list[Any] = []
-    if scope.project_ids is not None:
-        if not scope.project_ids:
+    for values, column in ((scope.project_ids, "rg_project"), (scope.ids, "rg_id")):
+        if values is None:
+            continue
+        if not values:
             return "1 = 0", []
-        placeholders = ", ".join(["%s"] * len(scope.project_ids))
-        conditions.append(f"{alias}.{names['rg_project']} IN ({placeholders})")
-        params.extend(scope.project_ids)
+        conditions.append(f"{alias}.{names[column]} IN ({', '.join(['%s'] * len(values))})")
+        params.extend(values)
     if scope.regression_type is not None:
         conditions.append(f"{alias}.{names['rg_type']} = %s")
         params.append(int(scope.regression_type))

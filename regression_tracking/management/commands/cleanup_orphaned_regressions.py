@@ -1,0 +1,300 @@
+"""``manage.py cleanup_orphaned_regressions``: parse options, call the cleanup service, report."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from argparse import ArgumentParser
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import timedelta
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connections
+
+from regression_tracking.management.options import (
+    DURATION_HELP,
+    check_database,
+    check_projects,
+    format_duration,
+    non_negative_float,
+    non_negative_int,
+    open_backup,
+    parse_duration,
+    positive_duration,
+    positive_int,
+)
+from regression_tracking.models import RegressionType
+from regression_tracking.services import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MIN_AGE,
+    MAX_BATCH_SIZE,
+    BatchReport,
+    CleanupAction,
+    CleanupAlreadyRunning,
+    CleanupResult,
+    OrphanReason,
+    OrphanScope,
+    cleanup_orphaned_regressions,
+)
+
+# Exit status when another run holds the lock (1 is an error, 2 a usage error).
+EXIT_LOCKED = 3
+
+PAST_TENSE = {CleanupAction.DELETE: "deleted", CleanupAction.DEACTIVATE: "deactivated"}
+PROGRESS_WIDTH = 30
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete or deactivate RegressionGroups whose issue is missing (no GroupHash with a live "
+        "group for their project and md5(fingerprint)), once they are older than a grace period."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Run every step but the writes and report exactly what would be done.",
+        )
+        parser.add_argument(
+            "--action",
+            choices=[a.value for a in CleanupAction],
+            default=CleanupAction.DELETE.value,
+            help="delete: remove the orphans. deactivate: set active=false and date_resolved=now "
+            "on active orphans, keeping them as history. Either unblocks new regression issues. "
+            "Default: %(default)s.",
+        )
+        parser.add_argument(
+            "--min-age",
+            type=parse_duration,
+            default=DEFAULT_MIN_AGE,
+            metavar="DURATION",
+            help="Grace period: leave orphans younger than this (by date_added) alone, since their "
+            f"issue may still be on its way. {DURATION_HELP} Default: 24h.",
+        )
+        parser.add_argument(
+            "--project",
+            type=positive_int,
+            action="append",
+            dest="projects",
+            metavar="ID",
+            help="Only this project's regression groups; repeat for several. Default: all.",
+        )
+        parser.add_argument(
+            "--type",
+            choices=[t.name.lower() for t in RegressionType],
+            dest="regression_type",
+            help="Only endpoint or only function regressions. Default: both.",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=positive_int,
+            default=DEFAULT_BATCH_SIZE,
+            metavar="N",
+            help=f"Rows per write transaction, 1 to {MAX_BATCH_SIZE}. Default: %(default)s.",
+        )
+        parser.add_argument(
+            "--max-rows",
+            type=positive_int,
+            metavar="N",
+            help="Stop after acting on N rows (resume later with --start-after-id or a plain "
+            "rerun). Default: no limit.",
+        )
+        parser.add_argument(
+            "--max-runtime",
+            type=positive_duration,
+            metavar="DURATION",
+            help="Start no new batch after this long. Same units as --min-age. Default: no limit.",
+        )
+        parser.add_argument(
+            "--sleep",
+            type=non_negative_float,
+            default=0.0,
+            metavar="SECONDS",
+            help="Pause between batches to spare a busy database. Default: 0.",
+        )
+        parser.add_argument(
+            "--start-after-id",
+            type=non_negative_int,
+            metavar="ID",
+            help="Resume: only regression groups with an id greater than ID (the 'last id' a "
+            "stopped run printed).",
+        )
+        parser.add_argument(
+            "--backup",
+            metavar="PATH",
+            help="Append every row about to be deleted or deactivated, all columns, as one JSON "
+            "line, flushed to disk before its batch commits. Restore with "
+            "restore_regression_groups PATH.",
+        )
+        parser.add_argument(
+            "--format",
+            choices=["text", "json"],
+            default="text",
+            dest="output_format",
+            help="text: a summary for people. json: one JSON object (printed at every "
+            "verbosity). Default: %(default)s.",
+        )
+        parser.add_argument(
+            "--database",
+            default="default",
+            help='The database to clean, by its alias in DATABASES. Default: "default".',
+        )
+
+    def handle(
+        self,
+        *,
+        dry_run: bool,
+        action: str,
+        min_age: timedelta,
+        projects: list[int] | None,
+        regression_type: str | None,
+        batch_size: int,
+        max_rows: int | None,
+        max_runtime: timedelta | None,
+        sleep: float,
+        start_after_id: int | None,
+        backup: str | None,
+        output_format: str,
+        database: str,
+        verbosity: int,
+        **options: Any,
+    ) -> None:
+        check_database(database)
+        if batch_size > MAX_BATCH_SIZE:
+            raise CommandError(f"--batch-size must be at most {MAX_BATCH_SIZE}, got {batch_size}")
+        scope = OrphanScope(
+            project_ids=tuple(sorted(set(projects))) if projects else None,
+            regression_type=RegressionType[regression_type.upper()] if regression_type else None,
+            after_id=start_after_id,
+        )
+        try:
+            if scope.project_ids:
+                check_projects(scope.project_ids, database)
+            backup_writer = open_backup(backup, dry_run=dry_run)
+        except DatabaseError as error:
+            raise CommandError(f"database error: {error}") from error
+
+        self._progress_shown = False
+        report_batch = self._batch_reporter(verbosity, output_format, action, dry_run)
+        try:
+            with backup_writer or nullcontext(), _stop_on_signals() as stop_requested:
+                result = cleanup_orphaned_regressions(
+                    action=CleanupAction(action),
+                    dry_run=dry_run,
+                    min_age=min_age,
+                    scope=scope,
+                    batch_size=batch_size,
+                    max_rows=max_rows,
+                    max_runtime=max_runtime,
+                    sleep=sleep,
+                    backup=backup_writer,
+                    using=database,
+                    on_batch=report_batch,
+                    should_stop=stop_requested.is_set,
+                )
+        except CleanupAlreadyRunning as error:
+            raise CommandError(
+                f"another cleanup_orphaned_regressions run is in progress on database "
+                f"{database!r} ({error}); nothing was changed",
+                returncode=EXIT_LOCKED,
+            ) from error
+        except DatabaseError as error:
+            connection = connections[database]
+            if not connection.is_usable():
+                connection.close()
+            raise CommandError(
+                f"database error: {error}".strip() + " (finished batches stay done; rerun to "
+                "finish the job)"
+            ) from error
+        finally:
+            if self._progress_shown:
+                self.stderr.write("")
+
+        if output_format == "json":
+            self.stdout.write(json.dumps(result.as_dict()))
+        elif verbosity >= 1:
+            self.stdout.write(format_summary(result, min_age))
+
+    def _batch_reporter(
+        self, verbosity: int, output_format: str, action: str, dry_run: bool
+    ) -> Callable[[BatchReport], None]:
+        verb = PAST_TENSE[CleanupAction(action)]
+        if dry_run:
+            verb = f"would be {verb}"
+        show_progress = output_format == "text" and verbosity >= 1 and self.stderr.isatty()
+
+        def report(batch: BatchReport) -> None:
+            if verbosity >= 2 and output_format == "text":
+                if batch.skipped:
+                    outcome = "skipped: rows locked by another transaction"
+                else:
+                    outcome = f"{len(batch.acted_ids)} {verb}"
+                self.stdout.write(
+                    f"batch {batch.number}: ids {batch.first_id}..{batch.last_id} "
+                    f"({batch.size} candidates), {outcome}"
+                )
+                if verbosity >= 3:
+                    for regression_id in batch.acted_ids:
+                        self.stdout.write(f"  {verb} regression group {regression_id}")
+            if show_progress:
+                done = batch.done / batch.eligible if batch.eligible else 1.0
+                bar = "#" * int(done * PROGRESS_WIDTH)
+                self.stderr.write(
+                    f"\r[{bar:<{PROGRESS_WIDTH}}] {done:4.0%} {batch.done}/{batch.eligible} "
+                    f"rows, batch {batch.number}",
+                    ending="",
+                )
+                self._progress_shown = True
+
+        return report
+
+
+def format_summary(result: CleanupResult, min_age: timedelta) -> str:
+    """The text summary: one ``name: value`` line per figure."""
+    by_reason = ", ".join(f"{reason} {result.by_reason[reason]}" for reason in OrphanReason)
+    verb = PAST_TENSE[result.action]
+    if result.dry_run:
+        acted_line = f"would be {verb}: {result.would_act} (dry run: nothing was changed)"
+    else:
+        acted_line = f"{verb}: {result.acted}"
+    lines = [
+        f"scanned: {result.scanned}",
+        f"orphaned: {result.orphaned} ({by_reason})",
+        f"too recent: {result.too_recent} (younger than {format_duration(min_age)})",
+        f"eligible: {result.eligible}",
+        acted_line,
+    ]
+    if result.skipped:
+        lines.append(f"skipped: {result.skipped} (rows locked by another transaction)")
+    last_id = "-" if result.last_id is None else str(result.last_id)
+    lines += [
+        f"batches: {result.batches}",
+        f"last id: {last_id}",
+        f"stop reason: {result.stop_reason}",
+        f"elapsed: {result.elapsed_seconds:.2f}s",
+    ]
+    return "\n".join(lines)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM, so the cleanup stops after the current batch."""
+    stop_requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop_requested
+        return
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop_requested
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

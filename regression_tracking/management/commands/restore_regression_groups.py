@@ -1,0 +1,54 @@
+"""``manage.py restore_regression_groups PATH``: re-insert rows saved by ``--backup``."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+
+from regression_tracking.management.options import check_database
+from regression_tracking.services import (
+    BackupFormatError,
+    UnknownProjectsError,
+    read_backup,
+    restore_regression_groups,
+)
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-insert RegressionGroups from a cleanup_orphaned_regressions --backup file, with their "
+        "ids and every column; rows that already exist are skipped. All or nothing."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("path", metavar="PATH", help="The JSON-lines file --backup wrote.")
+        parser.add_argument(
+            "--database",
+            default="default",
+            help='The database to restore into, by its alias in DATABASES. Default: "default".',
+        )
+
+    def handle(self, *, path: str, database: str, verbosity: int, **options: Any) -> None:
+        check_database(database)
+        try:
+            with open(path, encoding="utf-8") as backup:
+                rows = read_backup(backup)
+        except OSError as error:
+            raise CommandError(f"cannot read {path}: {error.strerror}") from error
+        except UnicodeDecodeError as error:
+            raise CommandError(f"{path} is not UTF-8 text: {error}") from error
+        except BackupFormatError as error:
+            raise CommandError(f"{path}: {error}; nothing was restored") from error
+        try:
+            result = restore_regression_groups(rows, using=database)
+        except UnknownProjectsError as error:
+            raise CommandError(f"{path}: {error}; nothing was restored") from error
+        except DatabaseError as error:
+            raise CommandError(f"database error: {error}; nothing was restored") from error
+        if verbosity >= 1:
+            self.stdout.write(
+                f"restored: {result.restored}\nskipped (already present): {result.skipped_existing}"
+            )

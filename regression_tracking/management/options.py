@@ -1,0 +1,120 @@
+"""Option types and checks shared by the management commands: bad input names its option."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from django.core.management.base import CommandError
+from django.db import connections
+
+from regression_tracking.models import Project
+from regression_tracking.services import BackupWriter
+
+DURATION_HELP = "A whole number with a unit: s, m, h or d (e.g. 90s, 90m, 12h, 7d), or 0."
+_DURATION = re.compile(r"(?P<amount>\d+)(?P<unit>[smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# Far beyond any sensible grace period, and well inside what datetime arithmetic allows.
+MAX_DURATION = timedelta(days=36_500)
+# PostgreSQL's bigint: the largest id a row can have.
+MAX_ID = 2**63 - 1
+
+
+def parse_duration(value: str) -> timedelta:
+    text = value.strip().lower()
+    if text == "0":
+        return timedelta(0)
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid duration {value!r}: {DURATION_HELP}")
+    amount = int(match["amount"])
+    if amount > MAX_DURATION.total_seconds():
+        raise argparse.ArgumentTypeError(f"duration {value!r} is too large")
+    duration = timedelta(**{_UNITS[match["unit"]]: amount})
+    if duration > MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"duration {value!r} is too large (at most 36500d)")
+    return duration
+
+
+def positive_duration(value: str) -> timedelta:
+    duration = parse_duration(value)
+    if duration <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"duration must be more than 0, got {value!r}")
+    return duration
+
+
+def format_duration(duration: timedelta) -> str:
+    """A whole-unit spelling parse_duration accepts (``7d``, ``24h``, ``90m``, ``0s``)."""
+    seconds = int(duration.total_seconds())
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        # Days only from two on: "24h" reads better than "1d".
+        if seconds and seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _integer(value: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {value!r}") from None
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value!r}")
+    if number > MAX_ID:
+        raise argparse.ArgumentTypeError(f"{value!r} is too large")
+    return number
+
+
+def positive_int(value: str) -> int:
+    return _integer(value, 1)
+
+
+def non_negative_int(value: str) -> int:
+    return _integer(value, 0)
+
+
+def non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {value!r}") from None
+    if not 0 <= number <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, got {value!r}")
+    return number
+
+
+def check_database(alias: str) -> None:
+    if alias not in connections.databases:
+        known = ", ".join(sorted(connections.databases))
+        raise CommandError(f"--database: unknown database alias {alias!r} (known: {known})")
+
+
+def check_projects(project_ids: Sequence[int], database: str) -> None:
+    found = set(
+        Project.objects.using(database).filter(id__in=project_ids).values_list("id", flat=True)
+    )
+    if missing := [p for p in project_ids if p not in found]:
+        raise CommandError(f"--project: no project with id {', '.join(map(str, missing))}")
+
+
+def open_backup(path: str | None, *, dry_run: bool) -> BackupWriter | None:
+    """The backup file opened for appending; in a dry run only checked, never created."""
+    if path is None:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise CommandError(f"--backup: {path} is a directory")
+    if dry_run:
+        folder = target.parent
+        writable = os.access(target, os.W_OK) if target.exists() else os.access(folder, os.W_OK)
+        if not folder.is_dir() or not writable:
+            raise CommandError(f"--backup: cannot write to {path}")
+        return None
+    try:
+        return BackupWriter(target)
+    except OSError as error:
+        raise CommandError(f"--backup: cannot append to {path}: {error.strerror}") from error

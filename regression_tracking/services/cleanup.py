@@ -1,0 +1,437 @@
+"""Cleanup of orphaned RegressionGroups: find them in one statement, act in short batches.
+
+The candidates come from ``select_orphans`` (one set-based anti-join). The writes go in batches of
+candidate ids in id order, one transaction each, and every write statement re-states the orphan
+predicate and the age cutoff (the race rule): a GroupHash committed before a batch's statement runs
+saves its row. A crash loses at most the uncommitted batch; rerunning finishes the job.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from regression_tracking import metrics
+from regression_tracking.models import RegressionGroup
+from regression_tracking.services.backup import BackupWriter
+from regression_tracking.services.locking import advisory_lock
+from regression_tracking.services.orphans import (
+    GRACE_PERIOD,
+    OrphanReason,
+    OrphanScope,
+    count_in_scope,
+    cutoff_param,
+    orphan_predicate_sql,
+    select_orphans,
+    sql_names,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MIN_AGE = GRACE_PERIOD
+DEFAULT_BATCH_SIZE = 1000
+MAX_BATCH_SIZE = 10_000
+# Per batch transaction on PostgreSQL: wait this long for a row lock, then retry or skip the batch.
+LOCK_TIMEOUT = "2s"
+STATEMENT_TIMEOUT = "60s"
+# Attempts at a batch whose rows stay locked by another transaction before it is skipped.
+LOCK_ATTEMPTS = 3
+LOCK_RETRY_PAUSE_SECONDS = 0.5
+# Sleeps between batches are cut in slices this long, so an interrupt is seen promptly.
+SLEEP_SLICE_SECONDS = 0.1
+
+DETECTED_METRIC = "regression_tracking.orphans.detected"
+DELETED_METRIC = "regression_tracking.orphans.deleted"
+DEACTIVATED_METRIC = "regression_tracking.orphans.deactivated"
+
+
+class CleanupAction(enum.StrEnum):
+    # Remove the row.
+    DELETE = "delete"
+    # Keep the row as history: active = false, date_resolved = now (active orphans only).
+    DEACTIVATE = "deactivate"
+
+
+class StopReason(enum.StrEnum):
+    DONE = "done"
+    MAX_ROWS = "max_rows"
+    MAX_RUNTIME = "max_runtime"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    number: int
+    # Candidate ids the batch covered (the first and last, in id order) and how many.
+    first_id: int
+    last_id: int
+    size: int
+    # Ids of the rows changed (in a dry run: that would be), in id order.
+    acted_ids: tuple[int, ...]
+    # The rows were locked by another transaction through every attempt: nothing was done.
+    skipped: bool
+    # Totals so far, for progress.
+    done: int
+    eligible: int
+
+
+@dataclass(slots=True)
+class CleanupResult:
+    dry_run: bool
+    action: CleanupAction
+    # Rows examined in scope, orphaned or not.
+    scanned: int = 0
+    # Orphans of any age, split by reason in by_reason.
+    orphaned: int = 0
+    by_reason: dict[str, int] = field(
+        default_factory=lambda: {reason.value: 0 for reason in OrphanReason}
+    )
+    # Orphans inside the grace period: never acted on.
+    too_recent: int = 0
+    # What the action applies to: old enough and, for deactivate, active.
+    eligible: int = 0
+    # Rows changed; 0 in a dry run.
+    acted: int = 0
+    # In a dry run, the rows the batches would have changed.
+    would_act: int = 0
+    # Eligible rows left alone because another transaction kept them locked.
+    skipped: int = 0
+    batches: int = 0
+    # The last candidate id the run got through: rerun with start_after_id = last_id to resume.
+    last_id: int | None = None
+    stop_reason: StopReason = StopReason.DONE
+    elapsed_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["action"] = str(self.action)
+        data["stop_reason"] = str(self.stop_reason)
+        data["elapsed_seconds"] = round(self.elapsed_seconds, 3)
+        return data
+
+
+def _validate(
+    *,
+    min_age: timedelta,
+    batch_size: int,
+    max_rows: int | None,
+    max_runtime: timedelta | None,
+    sleep: float,
+) -> None:
+    if min_age < timedelta(0):
+        raise ValueError(f"min_age must not be negative, got {min_age}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}")
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+    if max_runtime is not None and max_runtime <= timedelta(0):
+        raise ValueError(f"max_runtime must be positive, got {max_runtime}")
+    if sleep < 0:
+        raise ValueError(f"sleep must not be negative, got {sleep}")
+
+
+def _never_stop() -> bool:
+    return False
+
+
+def cleanup_orphaned_regressions(
+    *,
+    action: CleanupAction = CleanupAction.DELETE,
+    dry_run: bool = False,
+    min_age: timedelta = DEFAULT_MIN_AGE,
+    scope: OrphanScope | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_rows: int | None = None,
+    max_runtime: timedelta | None = None,
+    sleep: float = 0.0,
+    backup: BackupWriter | None = None,
+    lock_id: int = 0,
+    using: str = DEFAULT_DB_ALIAS,
+    on_batch: Callable[[BatchReport], None] | None = None,
+    should_stop: Callable[[], bool] = _never_stop,
+) -> CleanupResult:
+    """Delete or deactivate the orphans older than ``min_age`` in scope, in batches.
+
+    A dry run takes the same path, running each batch's re-check as a SELECT instead of the write.
+    ``should_stop`` is asked between batches (a signal handler sets it): the current batch always
+    finishes. Raises ``CleanupAlreadyRunning`` when another run holds the lock (PostgreSQL),
+    ``ValueError`` for bad arguments, and database errors as they come; finished batches stay done.
+    """
+    _validate(
+        min_age=min_age,
+        batch_size=batch_size,
+        max_rows=max_rows,
+        max_runtime=max_runtime,
+        sleep=sleep,
+    )
+    action = CleanupAction(action)
+    scope = scope or OrphanScope()
+    started = time.monotonic()
+    now = timezone.now()
+    cutoff = now - min_age
+    result = CleanupResult(dry_run=dry_run, action=action)
+    logger.info(
+        "regression_tracking.cleanup.started",
+        extra={
+            "action": str(action),
+            "dry_run": dry_run,
+            "min_age_seconds": min_age.total_seconds(),
+            "project_ids": list(scope.project_ids) if scope.project_ids is not None else None,
+            "regression_type": scope.regression_type,
+            "start_after_id": scope.after_id,
+            "batch_size": batch_size,
+            "max_rows": max_rows,
+        },
+    )
+    with advisory_lock(using, lock_id):
+        result.scanned = count_in_scope(scope=scope, using=using)
+        orphans = select_orphans(cutoff=cutoff, scope=scope, using=using)
+        reasons = Counter(orphan.reason for orphan in orphans)
+        result.orphaned = len(orphans)
+        result.by_reason.update({str(reason): count for reason, count in reasons.items()})
+        result.too_recent = sum(1 for orphan in orphans if not orphan.old_enough)
+        eligible = [
+            orphan.id
+            for orphan in orphans
+            if orphan.old_enough and (action is CleanupAction.DELETE or orphan.active)
+        ]
+        result.eligible = len(eligible)
+        for reason, count in sorted(reasons.items()):
+            metrics.incr(DETECTED_METRIC, amount=count, tags={"reason": str(reason)})
+        del orphans
+
+        _run_batches(
+            result,
+            eligible,
+            cutoff=cutoff,
+            now=now,
+            batch_size=batch_size,
+            max_rows=max_rows,
+            deadline=started + max_runtime.total_seconds() if max_runtime else None,
+            sleep=sleep,
+            backup=backup,
+            using=using,
+            on_batch=on_batch,
+            should_stop=should_stop,
+        )
+
+    if not dry_run and result.acted:
+        metric = DELETED_METRIC if action is CleanupAction.DELETE else DEACTIVATED_METRIC
+        metrics.incr(metric, amount=result.acted)
+    result.elapsed_seconds = time.monotonic() - started
+    logger.info("regression_tracking.cleanup.completed", extra=result.as_dict())
+    return result
+
+
+def _run_batches(
+    result: CleanupResult,
+    eligible: Sequence[int],
+    *,
+    cutoff: datetime,
+    now: datetime,
+    batch_size: int,
+    max_rows: int | None,
+    deadline: float | None,
+    sleep: float,
+    backup: BackupWriter | None,
+    using: str,
+    on_batch: Callable[[BatchReport], None] | None,
+    should_stop: Callable[[], bool],
+) -> None:
+    position = 0
+    while True:
+        changed = result.would_act if result.dry_run else result.acted
+        if position >= len(eligible):
+            result.stop_reason = StopReason.DONE
+            return
+        if max_rows is not None and changed >= max_rows:
+            result.stop_reason = StopReason.MAX_ROWS
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            result.stop_reason = StopReason.MAX_RUNTIME
+            return
+        if should_stop():
+            result.stop_reason = StopReason.INTERRUPTED
+            return
+
+        size = batch_size if max_rows is None else min(batch_size, max_rows - changed)
+        batch_ids = eligible[position : position + size]
+        acted_ids = _run_batch_with_retries(
+            result.action,
+            batch_ids,
+            dry_run=result.dry_run,
+            cutoff=cutoff,
+            now=now,
+            backup=backup,
+            using=using,
+        )
+        position += len(batch_ids)
+        result.batches += 1
+        result.last_id = batch_ids[-1]
+        if acted_ids is None:
+            result.skipped += len(batch_ids)
+        elif result.dry_run:
+            result.would_act += len(acted_ids)
+        else:
+            result.acted += len(acted_ids)
+        if on_batch is not None:
+            on_batch(
+                BatchReport(
+                    number=result.batches,
+                    first_id=batch_ids[0],
+                    last_id=batch_ids[-1],
+                    size=len(batch_ids),
+                    acted_ids=tuple(acted_ids or ()),
+                    skipped=acted_ids is None,
+                    done=position,
+                    eligible=len(eligible),
+                )
+            )
+        if sleep and position < len(eligible):
+            # Cut short by an interrupt; the checks above then say why the run stops.
+            _sleep_until(time.monotonic() + sleep, deadline, should_stop)
+
+
+def _sleep_until(end: float, deadline: float | None, should_stop: Callable[[], bool]) -> None:
+    """Sleep until ``end``, or the deadline if sooner, or until ``should_stop`` says so."""
+    if deadline is not None:
+        end = min(end, deadline)
+    while (left := end - time.monotonic()) > 0 and not should_stop():
+        time.sleep(min(left, SLEEP_SLICE_SECONDS))
+
+
+def _is_lock_timeout(error: OperationalError) -> bool:
+    # PostgreSQL's lock_not_available (55P03), raised when lock_timeout expires.
+    return getattr(error.__cause__, "sqlstate", None) == "55P03"
+
+
+def _run_batch_with_retries(
+    action: CleanupAction,
+    batch_ids: Sequence[int],
+    *,
+    dry_run: bool,
+    cutoff: datetime,
+    now: datetime,
+    backup: BackupWriter | None,
+    using: str,
+) -> list[int] | None:
+    """The ids the batch changed (or would change); None when its rows stayed locked."""
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            return _run_batch(
+                action,
+                batch_ids,
+                dry_run=dry_run,
+                cutoff=cutoff,
+                now=now,
+                backup=backup,
+                using=using,
+            )
+        except OperationalError as error:
+            if not _is_lock_timeout(error):
+                raise
+            logger.warning(
+                "regression_tracking.cleanup.batch_locked",
+                extra={
+                    "first_id": batch_ids[0],
+                    "last_id": batch_ids[-1],
+                    "attempt": attempt,
+                    "attempts": LOCK_ATTEMPTS,
+                },
+            )
+            if attempt < LOCK_ATTEMPTS:
+                time.sleep(LOCK_RETRY_PAUSE_SECONDS)
+    return None
+
+
+def orphan_filter(using: str) -> RawSQL:
+    """The orphan predicate as an ORM filter on RegressionGroup querysets."""
+    connection = connections[using]
+    table = connection.ops.quote_name(RegressionGroup._meta.db_table)
+    return RawSQL(orphan_predicate_sql(connection, table), (), output_field=BooleanField())
+
+
+def _run_batch(
+    action: CleanupAction,
+    batch_ids: Sequence[int],
+    *,
+    dry_run: bool,
+    cutoff: datetime,
+    now: datetime,
+    backup: BackupWriter | None,
+    using: str,
+) -> list[int]:
+    connection = connections[using]
+    with transaction.atomic(using=using):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('lock_timeout', %s, true),"
+                    " set_config('statement_timeout', %s, true)",
+                    [LOCK_TIMEOUT, STATEMENT_TIMEOUT],
+                )
+        if dry_run or backup is not None:
+            still_eligible = RegressionGroup.objects.using(using).filter(
+                orphan_filter(using), id__in=batch_ids, date_added__lt=cutoff
+            )
+            if action is CleanupAction.DEACTIVATE:
+                still_eligible = still_eligible.filter(active=True)
+            if dry_run:
+                return list(still_eligible.order_by("id").values_list("id", flat=True))
+            # Lock the rows, so what is written to the backup is what the write below sees.
+            rows = list(still_eligible.select_for_update().order_by("id"))
+            assert backup is not None
+            backup.write(rows)
+            batch_ids = [row.id for row in rows]
+            if not batch_ids:
+                return []
+        return _write(connection, action, batch_ids, cutoff=cutoff, now=now)
+
+
+def _write(
+    connection: Any,
+    action: CleanupAction,
+    batch_ids: Sequence[int],
+    *,
+    cutoff: datetime,
+    now: datetime,
+) -> list[int]:
+    """One DELETE or UPDATE over ``batch_ids`` that re-states the orphan predicate and the cutoff.
+
+    Never built without the predicate: a row that gained a live group is not touched.
+    """
+    names = sql_names(connection)
+    where = "rg.{rg_id} IN ({ids}) AND rg.{rg_date_added} < %s AND {orphan}".format(
+        ids=", ".join(["%s"] * len(batch_ids)),
+        orphan=orphan_predicate_sql(connection, "rg"),
+        **names,
+    )
+    params: list[Any] = [*batch_ids, cutoff_param(connection, cutoff)]
+    if action is CleanupAction.DELETE:
+        # RETURNING names the bare column: SQLite rejects the alias there.
+        sql = f"DELETE FROM {names['rg_table']} AS rg WHERE {where} RETURNING {names['rg_id']}"
+    else:
+        quote = connection.ops.quote_name
+        date_resolved = quote(RegressionGroup._meta.get_field("date_resolved").column)
+        date_updated = quote(RegressionGroup._meta.get_field("date_updated").column)
+        sql = (
+            f"UPDATE {names['rg_table']} AS rg SET {names['rg_active']} = %s,"
+            f" {date_resolved} = %s, {date_updated} = %s"
+            f" WHERE {where} AND rg.{names['rg_active']} RETURNING {names['rg_id']}"
+        )
+        stamp = connection.ops.adapt_datetimefield_value(now)
+        params = [False, stamp, stamp, *params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return sorted(row[0] for row in cursor.fetchall())

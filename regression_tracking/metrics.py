@@ -119,8 +119,15 @@ class StatsdBackend:
 
 
 def prometheus_name(key: str) -> str:
-    """The Prometheus family name of ``key``, without ``_total``: namespaced, unsafe chars ``_``."""
-    return f"{PROMETHEUS_NAMESPACE}_{_PROMETHEUS_UNSAFE.sub('_', key)}"
+    """The Prometheus family name of ``key``, without ``_total``: namespaced, unsafe chars ``_``.
+
+    A key already under the namespace (``regression_tracking.orphans.deleted``) is not prefixed
+    twice.
+    """
+    name = _PROMETHEUS_UNSAFE.sub("_", key)
+    if name.startswith(f"{PROMETHEUS_NAMESPACE}_"):
+        return name
+    return f"{PROMETHEUS_NAMESPACE}_{name}"
 
 
 def _prometheus_label(name: str) -> str:
@@ -201,6 +208,14 @@ def incr(key: str, amount: int = 1, tags: Tags | None = None) -> None:
     """Add ``amount`` to the counter ``key``."""
     _process_counts.incr(key, amount, tags)
     get_backend().incr(key, amount, tags)
+
+
+def reset_process_counts() -> None:
+    """Forget the counts recorded so far, so a textfile holds only what follows (one run)."""
+    _process_counts.reset()
+    backend = get_backend()
+    if isinstance(backend, PrometheusBackend):
+        backend.reset()
 
 
 def write_textfile(path: str | os.PathLike[str]) -> None:

@@ -358,3 +358,54 @@ class TestProcess:
         acted = int(re.search(r"deleted: (\d+)", rest)[1])
         assert 1 <= acted < 20
         assert RegressionGroup.objects.count() == 20 - acted
+
+
+class TestShardsMetricsAndProgress:
+    def test_shards_split_the_projects_without_overlap(self) -> None:
+        regressions = [RegressionGroupFactory.create(date_added=days_ago(2)) for _ in range(6)]
+        deleted: set[int] = set()
+        for index in range(3):
+            before = remaining()
+            output = run("--shard", f"{index}/3")
+            gone = before - remaining()
+            assert {r.project_id % 3 for r in regressions if r.id in gone} <= {index}
+            assert f"deleted: {len(gone)}\n" in output
+            assert not deleted & gone
+            deleted |= gone
+        assert deleted == {r.id for r in regressions}
+
+    @pytest.mark.parametrize("value", ["3/3", "1", "a/b", "0/0", "0/2000", "-1/2"])
+    def test_bad_shard(self, value) -> None:
+        with pytest.raises(CommandError, match="argument --shard: invalid shard"):
+            run(f"--shard={value}")
+
+    def test_metrics_textfile(self, world, tmp_path) -> None:
+        path = tmp_path / "cleanup.prom"
+        run("--metrics-textfile", str(path))
+        text = path.read_text()
+        assert "regression_tracking_orphans_deleted_total 3.0" in text
+        assert (
+            'regression_tracking_orphans_detected_total{reason="grouphash_without_group"}' in text
+        )
+
+    def test_metrics_textfile_in_a_missing_folder(self, world, tmp_path) -> None:
+        with pytest.raises(CommandError, match="--metrics-textfile: cannot write to"):
+            run("--metrics-textfile", str(tmp_path / "no" / "x.prom"))
+        assert len(snapshot()) == 5
+
+    def test_progress_bar_on_a_terminal(self, world) -> None:
+        class Terminal(StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        out, err = StringIO(), Terminal()
+        call_command(COMMAND, "--batch-size", "2", stdout=out, stderr=err, no_color=True)
+        assert err.getvalue() == (
+            "\r[" + "#" * 20 + "          ]  67% 2/3 rows, batch 1"
+            "\r[" + "#" * 30 + "] 100% 3/3 rows, batch 2\n"
+        )
+
+    def test_no_progress_bar_when_stderr_is_not_a_terminal(self, world) -> None:
+        err = StringIO()
+        call_command(COMMAND, stdout=StringIO(), stderr=err)
+        assert err.getvalue() == ""

@@ -20,9 +20,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 @pytest.fixture(autouse=True)
 def _fresh_process_counts() -> Iterator[None]:
     """Every test starts with no process-wide counts (other tests' lookups add to them)."""
-    metrics._process_counts.reset()
+    metrics.reset_process_counts()
     yield
-    metrics._process_counts.reset()
+    metrics.reset_process_counts()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from regression_tracking.services import (
 )
 from regression_tracking.services import cleanup as cleanup_module
 from regression_tracking.services.backup import row_to_dict
-from regression_tracking.services.locking import CLEANUP_LOCK_CLASS
+from regression_tracking.services.locking import CLEANUP_LOCK_CLASS, SHARD_LOCK_CLASS
 from tests.factories import (
     GroupFactory,
     ProjectFactory,
@@ -453,3 +453,32 @@ class TestPostgreSQLTwoConnections:
         assert (result.acted, result.skipped, result.batches) == (2, 1, 3)
         assert remaining_ids() == [world.linked.id, world.old_inactive.id, world.recent.id]
         assert cleanup_orphaned_regressions().acted == 1
+
+
+class TestShards:
+    def test_shard_scope_takes_projects_by_id_modulo(self) -> None:
+        regressions = [old_orphan() for _ in range(4)]
+        result = cleanup_orphaned_regressions(scope=OrphanScope(shard=(1, 2)))
+        odd = {r.id for r in regressions if r.project_id % 2 == 1}
+        assert result.acted == len(odd)
+        assert not odd & set(remaining_ids())
+
+    @pytest.mark.parametrize("shard", [(2, 2), (-1, 2), (0, 0), (0, 5000)])
+    def test_bad_shard(self, shard) -> None:
+        with pytest.raises(ValueError, match="shard must be k/n"):
+            cleanup_orphaned_regressions(scope=OrphanScope(shard=shard))
+
+
+@pytest.mark.postgresql
+class TestShardLocks:
+    def test_shards_run_side_by_side_but_not_beside_an_unsharded_run(self, world) -> None:
+        with _other_connection() as other:
+            other.execute("SELECT pg_advisory_lock_shared(%s, 0)", [CLEANUP_LOCK_CLASS])
+            other.execute("SELECT pg_advisory_lock(%s, %s)", [SHARD_LOCK_CLASS, 2 * 1024 + 0])
+            # Shard 1/2 runs while 0/2 holds its locks ...
+            cleanup_orphaned_regressions(scope=OrphanScope(shard=(1, 2)), dry_run=True)
+            # ... but neither 0/2 again nor an unsharded run may.
+            with pytest.raises(CleanupAlreadyRunning):
+                cleanup_orphaned_regressions(scope=OrphanScope(shard=(0, 2)), dry_run=True)
+            with pytest.raises(CleanupAlreadyRunning):
+                cleanup_orphaned_regressions(dry_run=True)

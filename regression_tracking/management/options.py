@@ -14,6 +14,7 @@ from django.db import connections
 
 from regression_tracking.models import Project
 from regression_tracking.services import BackupWriter
+from regression_tracking.services.locking import MAX_SHARDS
 
 DURATION_HELP = "A whole number with a unit: s, m, h or d (e.g. 90s, 90m, 12h, 7d), or 0."
 _DURATION = re.compile(r"(?P<amount>\d+)(?P<unit>[smhd])")
@@ -87,6 +88,30 @@ def non_negative_float(value: str) -> float:
     return number
 
 
+def parse_shard(value: str) -> tuple[int, int]:
+    """``K/N``: this run takes the projects whose id modulo N is K."""
+    match = re.fullmatch(r"(\d+)/(\d+)", value.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid shard {value!r}: expected K/N, e.g. 0/4")
+    index, count = int(match[1]), int(match[2])
+    if not 1 <= count <= MAX_SHARDS or index >= count:
+        raise argparse.ArgumentTypeError(
+            f"invalid shard {value!r}: need 0 <= K < N <= {MAX_SHARDS}"
+        )
+    return index, count
+
+
+def check_writable_file(option: str, path: str | None) -> None:
+    """``path`` can be created or replaced: not a directory, in a writable folder."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise CommandError(f"{option}: {path} is a directory")
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        raise CommandError(f"{option}: cannot write to {path}")
+
+
 def check_database(alias: str) -> None:
     if alias not in connections.databases:
         known = ", ".join(sorted(connections.databases))
@@ -106,14 +131,13 @@ def open_backup(path: str | None, *, dry_run: bool) -> BackupWriter | None:
     if path is None:
         return None
     target = Path(path)
-    if target.is_dir():
-        raise CommandError(f"--backup: {path} is a directory")
     if dry_run:
-        folder = target.parent
-        writable = os.access(target, os.W_OK) if target.exists() else os.access(folder, os.W_OK)
-        if not folder.is_dir() or not writable:
+        check_writable_file("--backup", path)
+        if target.exists() and not os.access(target, os.W_OK):
             raise CommandError(f"--backup: cannot write to {path}")
         return None
+    if target.is_dir():
+        raise CommandError(f"--backup: {path} is a directory")
     try:
         return BackupWriter(target)
     except OSError as error:

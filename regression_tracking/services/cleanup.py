@@ -25,7 +25,7 @@ from django.utils import timezone
 from regression_tracking import metrics
 from regression_tracking.models import RegressionGroup
 from regression_tracking.services.backup import BackupWriter
-from regression_tracking.services.locking import advisory_lock
+from regression_tracking.services.locking import MAX_SHARDS, advisory_lock
 from regression_tracking.services.orphans import (
     GRACE_PERIOD,
     OrphanReason,
@@ -128,6 +128,7 @@ def _validate(
     max_rows: int | None,
     max_runtime: timedelta | None,
     sleep: float,
+    shard: tuple[int, int] | None,
 ) -> None:
     if min_age < timedelta(0):
         raise ValueError(f"min_age must not be negative, got {min_age}")
@@ -139,6 +140,8 @@ def _validate(
         raise ValueError(f"max_runtime must be positive, got {max_runtime}")
     if sleep < 0:
         raise ValueError(f"sleep must not be negative, got {sleep}")
+    if shard is not None and not (1 <= shard[1] <= MAX_SHARDS and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be k/n with 0 <= k < n <= {MAX_SHARDS}, got {shard}")
 
 
 def _never_stop() -> bool:
@@ -156,7 +159,6 @@ def cleanup_orphaned_regressions(
     max_runtime: timedelta | None = None,
     sleep: float = 0.0,
     backup: BackupWriter | None = None,
-    lock_id: int = 0,
     using: str = DEFAULT_DB_ALIAS,
     on_batch: Callable[[BatchReport], None] | None = None,
     should_stop: Callable[[], bool] = _never_stop,
@@ -168,15 +170,16 @@ def cleanup_orphaned_regressions(
     finishes. Raises ``CleanupAlreadyRunning`` when another run holds the lock (PostgreSQL),
     ``ValueError`` for bad arguments, and database errors as they come; finished batches stay done.
     """
+    scope = scope or OrphanScope()
     _validate(
         min_age=min_age,
         batch_size=batch_size,
         max_rows=max_rows,
         max_runtime=max_runtime,
         sleep=sleep,
+        shard=scope.shard,
     )
     action = CleanupAction(action)
-    scope = scope or OrphanScope()
     started = time.monotonic()
     now = timezone.now()
     cutoff = now - min_age
@@ -190,11 +193,12 @@ def cleanup_orphaned_regressions(
             "project_ids": list(scope.project_ids) if scope.project_ids is not None else None,
             "regression_type": scope.regression_type,
             "start_after_id": scope.after_id,
+            "shard": "/".join(map(str, scope.shard)) if scope.shard else None,
             "batch_size": batch_size,
             "max_rows": max_rows,
         },
     )
-    with advisory_lock(using, lock_id):
+    with advisory_lock(using, scope.shard):
         result.scanned = count_in_scope(scope=scope, using=using)
         orphans = select_orphans(cutoff=cutoff, scope=scope, using=using)
         reasons = Counter(orphan.reason for orphan in orphans)

@@ -51,6 +51,8 @@ class OrphanScope:
     after_id: int | None = None
     # Only these RegressionGroup ids (e.g. an admin selection).
     ids: tuple[int, ...] | None = None
+    # (k, n): only projects with project_id % n == k, so n runs split the table without overlap.
+    shard: tuple[int, int] | None = None
 
 
 def sql_names(connection: BaseDatabaseWrapper) -> dict[str, str]:
@@ -102,6 +104,10 @@ def scope_sql(
     if scope.after_id is not None:
         conditions.append(f"{alias}.{names['rg_id']} > %s")
         params.append(scope.after_id)
+    if scope.shard is not None:
+        index, count = scope.shard
+        conditions.append(f"{alias}.{names['rg_project']} %% %s = %s")
+        params.extend([count, index])
     return (" AND ".join(conditions) or "1 = 1"), params
 
 

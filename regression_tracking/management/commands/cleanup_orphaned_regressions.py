@@ -15,15 +15,18 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
+from regression_tracking import metrics
 from regression_tracking.management.options import (
     DURATION_HELP,
     check_database,
     check_projects,
+    check_writable_file,
     format_duration,
     non_negative_float,
     non_negative_int,
     open_backup,
     parse_duration,
+    parse_shard,
     positive_duration,
     positive_int,
 )
@@ -132,6 +135,20 @@ class Command(BaseCommand):
             "restore_regression_groups PATH.",
         )
         parser.add_argument(
+            "--shard",
+            type=parse_shard,
+            metavar="K/N",
+            help="Only projects whose id modulo N is K, so N runs (processes or machines) clean "
+            "one database in parallel without overlapping; each shard has its own lock. "
+            "Default: every project.",
+        )
+        parser.add_argument(
+            "--metrics-textfile",
+            metavar="PATH",
+            help="At exit, write this run's counters to PATH in the Prometheus node_exporter "
+            "textfile format (atomically), the usual way to monitor a cron job.",
+        )
+        parser.add_argument(
             "--format",
             choices=["text", "json"],
             default="text",
@@ -159,6 +176,8 @@ class Command(BaseCommand):
         sleep: float,
         start_after_id: int | None,
         backup: str | None,
+        shard: tuple[int, int] | None,
+        metrics_textfile: str | None,
         output_format: str,
         database: str,
         verbosity: int,
@@ -171,7 +190,11 @@ class Command(BaseCommand):
             project_ids=tuple(sorted(set(projects))) if projects else None,
             regression_type=RegressionType[regression_type.upper()] if regression_type else None,
             after_id=start_after_id,
+            shard=shard,
         )
+        check_writable_file("--metrics-textfile", metrics_textfile)
+        if metrics_textfile is not None:
+            metrics.reset_process_counts()
         try:
             if scope.project_ids:
                 check_projects(scope.project_ids, database)
@@ -214,6 +237,8 @@ class Command(BaseCommand):
         finally:
             if self._progress_shown:
                 self.stderr.write("")
+            if metrics_textfile is not None:
+                metrics.write_textfile(metrics_textfile)
 
         if output_format == "json":
             self.stdout.write(json.dumps(result.as_dict()))

@@ -29,5 +29,14 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: lint
+# The browser test (tests/test_admin_browser.py) drives Debian's Chromium and never skips, so check
+# for it before spending time on lint. Installing system packages is left to the caller (.ci/run
+# does it on CI): `make test` never runs apt behind a developer's back.
+CHROMIUM := /usr/bin/chromium
+test:
+	@test -x $(CHROMIUM) || { \
+		echo "make test: $(CHROMIUM) is missing; the browser test needs Debian's Chromium." >&2; \
+		echo "Install it with: apt-get update && apt-get install -y chromium  (as root or with sudo)" >&2; \
+		exit 1; }
+	@$(MAKE) --no-print-directory lint
 	$(BIN)/python scripts/run_tests.py $(PYTEST_ARGS)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -25,3 +26,15 @@ def metrics_backend(settings: Any) -> InMemoryBackend:
     backend = get_backend()
     assert isinstance(backend, InMemoryBackend)
     return backend
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The figures the reliability suite recorded (tests/reliability.py), for the README."""
+    reliability = sys.modules.get("tests.reliability")
+    if reliability is None or not reliability.FIGURES:
+        return
+    terminalreporter.section("reliability figures")
+    for test, figures in reliability.FIGURES.items():
+        terminalreporter.write_line(
+            f"{test}: " + ", ".join(f"{name}={value}" for name, value in figures.items())
+        )

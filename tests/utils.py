@@ -6,15 +6,20 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+import psycopg
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def database_url() -> str:
-    """A DATABASE_URL for the database the tests run on (PostgreSQL)."""
+def database_url(*, application_name: str | None = None) -> str:
+    """A DATABASE_URL for the database the tests run on (PostgreSQL).
+
+    ``application_name`` tags the subprocess's connections in ``pg_stat_activity`` (dj-database-url
+    passes query parameters through to the connection's OPTIONS).
+    """
     settings = connection.settings_dict
     assert connection.vendor == "postgresql", "subprocesses need a database they can share"
     host = settings["HOST"] or "localhost"
@@ -23,7 +28,16 @@ def database_url() -> str:
     port = f":{settings['PORT']}" if settings["PORT"] else ""
     user = quote(settings["USER"] or "postgres", safe="")
     password = f":{quote(settings['PASSWORD'], safe='')}" if settings["PASSWORD"] else ""
-    return f"postgres://{user}{password}@{host}{port}/{settings['NAME']}"
+    query = f"?{urlencode({'application_name': application_name})}" if application_name else ""
+    return f"postgres://{user}{password}@{host}{port}/{settings['NAME']}{query}"
+
+
+def other_connection() -> psycopg.Connection[tuple[object, ...]]:
+    """A second connection to the test database (PostgreSQL), committing on its own."""
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    return psycopg.connect(**params, autocommit=True)
 
 
 def manage_env(**extra: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from django.core.management.base import CommandError
 from django.db import connections
 
 from regression_tracking.models import Project
-from regression_tracking.services import BackupWriter
+from regression_tracking.services import BackupFormatError, BackupWriter
 from regression_tracking.services.locking import MAX_SHARDS
 
 DURATION_HELP = "A whole number with a unit: s, m, h or d (e.g. 90s, 90m, 12h, 7d), or 0."
@@ -102,14 +103,21 @@ def parse_shard(value: str) -> tuple[int, int]:
 
 
 def check_writable_file(option: str, path: str | None) -> None:
-    """``path`` can be created or replaced: not a directory, in a writable folder."""
+    """``path`` can be created or replaced: not a directory, in a folder that takes new files.
+
+    Tried with a nameless temporary file there rather than ``os.access``, which says yes to root
+    on folders that refuse every new file (``/proc``, a read-only mount).
+    """
     if path is None:
         return
     target = Path(path)
     if target.is_dir():
         raise CommandError(f"{option}: {path} is a directory")
-    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
-        raise CommandError(f"{option}: cannot write to {path}")
+    try:
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as error:
+        raise CommandError(f"{option}: cannot write to {path}: {error.strerror}") from error
 
 
 def check_database(alias: str) -> None:
@@ -142,3 +150,5 @@ def open_backup(path: str | None, *, dry_run: bool) -> BackupWriter | None:
         return BackupWriter(target)
     except OSError as error:
         raise CommandError(f"--backup: cannot append to {path}: {error.strerror}") from error
+    except BackupFormatError as error:
+        raise CommandError(f"--backup: {path}: {error}") from error

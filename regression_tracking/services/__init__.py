@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from regression_tracking.services.backup import (
     BackupFormatError,
+    BackupWriteError,
     BackupWriter,
     RestoreResult,
     UnknownProjectsError,
+    decode_lines,
     read_backup,
     restore_regression_groups,
 )
@@ -69,6 +71,7 @@ __all__ = [
     "ORPHAN_TOO_RECENT_MESSAGE",
     "VERSIONING_COMPLETED_MESSAGE",
     "BackupFormatError",
+    "BackupWriteError",
     "BackupWriter",
     "BatchReport",
     "CleanupAction",
@@ -87,6 +90,7 @@ __all__ = [
     "bulk_get_groups_from_fingerprints",
     "cleanup_orphaned_regressions",
     "count_in_scope",
+    "decode_lines",
     "get_group_from_fingerprint",
     "get_issue_groups_for_regressions",
     "get_regression_groups",

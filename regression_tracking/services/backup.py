@@ -7,21 +7,26 @@ The cleanup appends the rows of a batch, flushed and fsynced, before that batch 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS, transaction
-from django.db.models import Field
+from django.db.models import Field, ForeignKey
 
 from regression_tracking.models import Project, RegressionGroup
 
+logger = logging.getLogger(__name__)
+
 # Rows looked up or inserted per statement when restoring.
 RESTORE_CHUNK_SIZE = 1000
+# Bytes read at a time when looking back for the start of a cut last line.
+CUT_LINE_SEARCH_CHUNK = 64 * 1024
 
 
 def _columns() -> list[Field[Any, Any]]:
@@ -37,24 +42,50 @@ def row_to_dict(regression: RegressionGroup) -> dict[str, Any]:
     return row
 
 
+class BackupWriteError(OSError):
+    """Rows could not be written to the backup (a full disk, a lost mount): do not commit them."""
+
+
 class BackupWriter:
-    """Appends rows to a JSON-lines file; ``write`` returns only once they are on disk."""
+    """Appends rows to a JSON-lines file; ``write`` returns only once they are on disk.
+
+    A run killed inside ``write`` leaves its last line cut short. That batch never committed (a
+    batch commits only after ``write`` returns), so the next writer drops the cut line before
+    appending: otherwise its first line would be glued to it and the file could not be restored.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         # Raises OSError (a directory, no permission, a missing folder) before anything is changed.
         self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        try:
+            self.dropped_bytes = _drop_cut_last_line(self.path, self._file)
+        except BaseException:
+            self._file.close()
+            raise
         self.rows_written = 0
+        self._failed = False
 
     def write(self, regressions: Iterable[RegressionGroup]) -> None:
+        """Append the rows; raises ``BackupWriteError`` when they may not all be on disk."""
         lines = [json.dumps(row_to_dict(r), ensure_ascii=False) + "\n" for r in regressions]
-        self._file.writelines(lines)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.writelines(lines)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as error:
+            self._failed = True
+            raise BackupWriteError(error.errno, error.strerror, str(self.path)) from error
         self.rows_written += len(lines)
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            # Closing flushes what a failed write left buffered, and fails again: that error
+            # is already reported, and those rows' batch was not committed.
+            if not self._failed:
+                raise
 
     def __enter__(self) -> BackupWriter:
         return self
@@ -70,6 +101,54 @@ class BackupFormatError(ValueError):
         super().__init__(f"line {line_number}: {problem}")
         self.line_number = line_number
         self.problem = problem
+
+
+def _drop_cut_last_line(path: Path, file: IO[str]) -> int:
+    """Truncate a last line without its newline (a write cut short); the bytes dropped.
+
+    Refuses (``BackupFormatError``) when that line does not start like a backup line: the file is
+    then not a backup, and is left as it is. Only a regular file we may read is looked at.
+    """
+    if not path.is_file() or not os.access(path, os.R_OK):
+        return 0
+    with path.open("rb") as reader:
+        size = reader.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        reader.seek(size - 1)
+        if reader.read(1) == b"\n":
+            return 0
+        # Back to the last newline; a cut line is shorter than one row, so this reads little.
+        start = size
+        while start > 0:
+            chunk_start = max(0, start - CUT_LINE_SEARCH_CHUNK)
+            reader.seek(chunk_start)
+            chunk = reader.read(start - chunk_start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                start = chunk_start + newline + 1
+                break
+            start = chunk_start
+        reader.seek(start)
+        last_line = reader.read(size - start)
+        if not last_line.startswith(b'{"'):
+            reader.seek(0)
+            line_number = sum(
+                block.count(b"\n") for block in iter(lambda: reader.read(1 << 20), b"")
+            )
+            raise BackupFormatError(
+                line_number + 1,
+                "the file does not end with a complete line and that line is not a backup row; "
+                "not a backup file?",
+            )
+    file.flush()
+    os.truncate(file.fileno(), start)
+    os.fsync(file.fileno())
+    logger.warning(
+        "regression_tracking.backup.cut_line_dropped",
+        extra={"path": str(path), "dropped_bytes": size - start},
+    )
+    return size - start
 
 
 def _parse_line(line_number: int, line: str) -> RegressionGroup:
@@ -94,18 +173,46 @@ def _parse_line(line_number: int, line: str) -> RegressionGroup:
         if isinstance(value, bool) and field.get_internal_type() != "BooleanField":
             raise BackupFormatError(line_number, f"{column}: {value!r} is not a valid value")
         try:
-            values[field.attname] = field.to_python(value)
+            parsed = field.to_python(value)
+            if parsed is not None:
+                # The column's range or length: what the database can store, checked here so
+                # a bad value names its line instead of failing the insert (or, on SQLite,
+                # overflowing in the driver).
+                _stored_as(field).run_validators(parsed)
         except ValidationError as error:
             raise BackupFormatError(
                 line_number, f"{column}: {value!r} is not a valid value ({error.messages[0]})"
             ) from None
-        parsed = values[field.attname]
-        is_datetime = field.get_internal_type() == "DateTimeField"
-        if is_datetime and value is not None and (parsed is None or parsed.tzinfo is None):
-            raise BackupFormatError(
-                line_number, f"{column}: {value!r} is not an ISO-8601 time with a zone"
-            )
+        if field.get_internal_type() == "DateTimeField" and value is not None:
+            if parsed is None or parsed.tzinfo is None:
+                raise BackupFormatError(
+                    line_number, f"{column}: {value!r} is not an ISO-8601 time with a zone"
+                )
+            try:
+                parsed = parsed.astimezone(UTC)
+            except OverflowError:
+                raise BackupFormatError(
+                    line_number, f"{column}: {value!r} is out of range in UTC"
+                ) from None
+        values[field.attname] = parsed
     return RegressionGroup(**values)
+
+
+def _stored_as(field: Field[Any, Any]) -> Field[Any, Any]:
+    """The field whose validators bound a column's values: a foreign key's target."""
+    return field.target_field if isinstance(field, ForeignKey) else field
+
+
+def decode_lines(lines: Iterable[bytes]) -> Iterator[str]:
+    """Lines of a file opened in binary as text; ``BackupFormatError`` names a line not UTF-8."""
+    for line_number, line in enumerate(lines, start=1):
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise BackupFormatError(
+                line_number,
+                f"not UTF-8 text (byte {line[error.start]:#04x} at column {error.start + 1})",
+            ) from None
 
 
 def read_backup(lines: Iterable[str]) -> list[RegressionGroup]:

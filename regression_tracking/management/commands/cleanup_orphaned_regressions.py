@@ -35,6 +35,7 @@ from regression_tracking.services import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MIN_AGE,
     MAX_BATCH_SIZE,
+    BackupWriteError,
     BatchReport,
     CleanupAction,
     CleanupAlreadyRunning,
@@ -233,6 +234,11 @@ class Command(BaseCommand):
             raise CommandError(
                 f"database error: {error}".strip() + " (finished batches stay done; rerun to "
                 "finish the job)"
+            ) from error
+        except BackupWriteError as error:
+            raise CommandError(
+                f"--backup: cannot write to {backup}: {error.strerror}; the batch being written "
+                "was not committed (finished batches stay done; rerun to finish the job)"
             ) from error
         finally:
             if self._progress_shown:

@@ -12,6 +12,7 @@ from regression_tracking.management.options import check_database
 from regression_tracking.services import (
     BackupFormatError,
     UnknownProjectsError,
+    decode_lines,
     read_backup,
     restore_regression_groups,
 )
@@ -34,12 +35,10 @@ class Command(BaseCommand):
     def handle(self, *, path: str, database: str, verbosity: int, **options: Any) -> None:
         check_database(database)
         try:
-            with open(path, encoding="utf-8") as backup:
-                rows = read_backup(backup)
+            with open(path, "rb") as backup:
+                rows = read_backup(decode_lines(backup))
         except OSError as error:
             raise CommandError(f"cannot read {path}: {error.strerror}") from error
-        except UnicodeDecodeError as error:
-            raise CommandError(f"{path} is not UTF-8 text: {error}") from error
         except BackupFormatError as error:
             raise CommandError(f"{path}: {error}; nothing was restored") from error
         try:

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from regression_tracking.management.options import format_duration
+from regression_tracking.durations import format_duration
 from regression_tracking.models import Group, GroupHash, Organization, Project, RegressionGroup
 from regression_tracking.services import DEFAULT_MIN_AGE, CleanupAction, CleanupAlreadyRunning
 from regression_tracking.services.admin_queries import (

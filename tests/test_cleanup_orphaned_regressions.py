@@ -255,7 +255,10 @@ class TestBadInput:
             (["--start-after-id", "-1"], "argument --start-after-id: must be at least 0"),
             (["--project", "1; DROP TABLE x"], "argument --project: invalid integer"),
             (["--project", "0"], "argument --project: must be at least 1"),
-            (["--project", "424242"], "--project: no project with id 424242"),
+            (
+                ["--project", "424242"],
+                "--project: no project and no regression groups with id 424242",
+            ),
             (["--action", "purge"], "argument --action: invalid choice: 'purge'"),
             (["--type", "span"], "argument --type: invalid choice: 'span'"),
             (["--format", "xml"], "argument --format: invalid choice: 'xml'"),
@@ -311,7 +314,10 @@ class TestProcess:
     def test_exit_1_on_a_bad_value(self, world) -> None:
         process = run_manage(COMMAND, "--project", "424242")
         assert process.returncode == 1
-        assert "CommandError: --project: no project with id 424242" in process.stderr
+        assert (
+            "CommandError: --project: no project and no regression groups with id 424242"
+            in process.stderr
+        )
         assert len(snapshot()) == 5
 
     def test_exit_1_on_a_database_error(self, world) -> None:
@@ -409,3 +415,23 @@ class TestShardsMetricsAndProgress:
         err = StringIO()
         call_command(COMMAND, stdout=StringIO(), stderr=err)
         assert err.getvalue() == ""
+
+
+class TestExactOptions:
+    def test_abbreviations_are_refused_not_guessed(self, world) -> None:
+        before = snapshot()
+        with pytest.raises(CommandError, match="unrecognized arguments: --force"):
+            run("--force")
+        with pytest.raises(CommandError, match="unrecognized arguments: --dry"):
+            run("--dry")
+        assert snapshot() == before
+
+    def test_project_of_a_deleted_project_with_regression_groups_is_accepted(self, world) -> None:
+        stray = RegressionGroupFactory.create(date_added=days_ago(2))
+        project = stray.project
+        # Upstream keeps a bare project_id: emulate a deleted project by dropping the row alone.
+        with connection.constraint_checks_disabled():
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM sentry_project WHERE id = %s", [project.id])
+            assert "deleted: 1\n" in run("--project", str(project.id))
+        assert stray.id not in remaining()

@@ -115,7 +115,13 @@ def _bad_option_cases(tmp_path: Path, unwritable: Path) -> list[tuple[list[str],
     for value in ["0", "-1", "abc", "1.5", "", str(2**63), huge, "1 OR 1=1", INJECTION, "0x10"]:
         cases.append(([f"--project={value}"], 2, "argument --project:"))
     for value in ["424242", str(2**63 - 1)]:
-        cases.append(([f"--project={value}"], 1, f"--project: no project with id {value}"))
+        cases.append(
+            (
+                [f"--project={value}"],
+                1,
+                f"--project: no project and no regression groups with id {value}",
+            )
+        )
     for value in ["span", "ENDPOINT", "0", QUOTE_INJECTION, ""]:
         cases.append(([f"--type={value}"], 2, "argument --type: invalid choice"))
     for value in ["0", "-5", "ten", "", "2.5", "1e3", str(2**63), huge]:

@@ -125,3 +125,23 @@ def test_read_backup_reports_the_line_number() -> None:
     with pytest.raises(BackupFormatError) as error:
         read_backup(["\n", "{}\n"])
     assert error.value.line_number == 2
+
+
+def test_skip_missing_projects_leaves_those_rows_out(backup_file) -> None:
+    path, saved = backup_file
+    RegressionGroup.objects.all().delete()
+    lines = path.read_text().splitlines()
+    lines[2] = json.dumps({**json.loads(lines[2]), "project_id": 999999})
+    path.write_text("\n".join(lines) + "\n")
+    out = StringIO()
+    call_command("restore_regression_groups", str(path), "--skip-missing-projects", stdout=out)
+    assert out.getvalue() == (
+        "restored: 2\nskipped (already present): 0\nskipped (project missing): 1\n"
+    )
+    assert rows_now() == saved[:2]
+
+
+def test_abbreviated_options_are_refused(backup_file) -> None:
+    path, _saved = backup_file
+    with pytest.raises(CommandError, match="unrecognized arguments: --skip"):
+        call_command("restore_regression_groups", str(path), "--skip")

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from regression_tracking.models import Project
+from regression_tracking.models import Project, RegressionGroup
 from regression_tracking.services import BackupFormatError, BackupWriter
 from regression_tracking.services.locking import MAX_SHARDS
 
@@ -47,16 +47,6 @@ def positive_duration(value: str) -> timedelta:
     if duration <= timedelta(0):
         raise argparse.ArgumentTypeError(f"duration must be more than 0, got {value!r}")
     return duration
-
-
-def format_duration(duration: timedelta) -> str:
-    """A whole-unit spelling parse_duration accepts (``7d``, ``24h``, ``90m``, ``0s``)."""
-    seconds = int(duration.total_seconds())
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        # Days only from two on: "24h" reads better than "1d".
-        if seconds and seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _integer(value: str, minimum: int) -> int:
@@ -127,11 +117,32 @@ def check_database(alias: str) -> None:
 
 
 def check_projects(project_ids: Sequence[int], database: str) -> None:
+    """Each id names a project, or at least regression groups (upstream keeps a bare project_id,
+    so a Sentry database can hold regression groups of a deleted project)."""
     found = set(
         Project.objects.using(database).filter(id__in=project_ids).values_list("id", flat=True)
     )
+    if unknown := [p for p in project_ids if p not in found]:
+        found |= set(
+            RegressionGroup.objects.using(database)
+            .filter(project_id__in=unknown)
+            .values_list("project_id", flat=True)
+            .distinct()
+        )
     if missing := [p for p in project_ids if p not in found]:
-        raise CommandError(f"--project: no project with id {', '.join(map(str, missing))}")
+        raise CommandError(
+            f"--project: no project and no regression groups with id {', '.join(map(str, missing))}"
+        )
+
+
+class ExactOptionsCommand(BaseCommand):
+    """A command that takes options only as spelled out: argparse would otherwise read an
+    abbreviation (``--force`` as Django's ``--force-color``) and run anyway."""
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: object) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.allow_abbrev = False
+        return parser
 
 
 def open_backup(path: str | None, *, dry_run: bool) -> BackupWriter | None:

@@ -241,6 +241,8 @@ class RestoreResult:
     restored: int
     # Rows whose id already exists: left as they are.
     skipped_existing: int
+    # Rows of a project that no longer exists (with skip_missing_projects).
+    skipped_missing_project: int = 0
 
 
 class UnknownProjectsError(ValueError):
@@ -257,9 +259,16 @@ def _chunks(values: Sequence[int], size: int) -> Iterable[Sequence[int]]:
 
 
 def restore_regression_groups(
-    rows: Sequence[RegressionGroup], *, using: str = DEFAULT_DB_ALIAS
+    rows: Sequence[RegressionGroup],
+    *,
+    skip_missing_projects: bool = False,
+    using: str = DEFAULT_DB_ALIAS,
 ) -> RestoreResult:
-    """Insert the rows with their ids, all or nothing; ids that already exist are skipped."""
+    """Insert the rows with their ids, all or nothing; ids that already exist are skipped.
+
+    Rows of a project that no longer exists raise ``UnknownProjectsError`` (nothing written), or
+    with ``skip_missing_projects`` are left out and counted.
+    """
     ids = [row.id for row in rows]
     project_ids = sorted({row.project_id for row in rows})
     with transaction.atomic(using=using):
@@ -275,8 +284,14 @@ def restore_regression_groups(
             known.update(
                 Project.objects.using(using).filter(id__in=chunk).values_list("id", flat=True)
             )
-        if unknown := [p for p in project_ids if p not in known]:
+        unknown = [p for p in project_ids if p not in known]
+        if unknown and not skip_missing_projects:
             raise UnknownProjectsError(unknown)
-        new_rows = [row for row in rows if row.id not in existing]
+        orphaned_rows = [row for row in rows if row.project_id not in known]
+        new_rows = [row for row in rows if row.id not in existing and row.project_id in known]
         RegressionGroup.objects.using(using).bulk_create(new_rows, batch_size=RESTORE_CHUNK_SIZE)
-    return RestoreResult(restored=len(new_rows), skipped_existing=len(existing))
+    return RestoreResult(
+        restored=len(new_rows),
+        skipped_existing=len(existing),
+        skipped_missing_project=len([r for r in orphaned_rows if r.id not in existing]),
+    )

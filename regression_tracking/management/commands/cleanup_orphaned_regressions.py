@@ -12,16 +12,17 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 
 from regression_tracking import metrics
+from regression_tracking.durations import format_duration
 from regression_tracking.management.options import (
     DURATION_HELP,
+    ExactOptionsCommand,
     check_database,
     check_projects,
     check_writable_file,
-    format_duration,
     non_negative_float,
     non_negative_int,
     open_backup,
@@ -52,7 +53,7 @@ PAST_TENSE = {CleanupAction.DELETE: "deleted", CleanupAction.DEACTIVATE: "deacti
 PROGRESS_WIDTH = 30
 
 
-class Command(BaseCommand):
+class Command(ExactOptionsCommand):
     help = (
         "Delete or deactivate RegressionGroups whose issue is missing (no GroupHash with a live "
         "group for their project and md5(fingerprint)), once they are older than a grace period."

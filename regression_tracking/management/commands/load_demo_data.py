@@ -5,13 +5,11 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand
-
-from regression_tracking.management.options import check_database
+from regression_tracking.management.options import ExactOptionsCommand, check_database
 from regression_tracking.services.demo import DEMO_ORGANIZATION_SLUG, load_demo_data
 
 
-class Command(BaseCommand):
+class Command(ExactOptionsCommand):
     help = (
         f'Replace the "{DEMO_ORGANIZATION_SLUG}" organization with a small dataset holding '
         "linked regressions, each kind of orphan, a too-recent orphan and old inactive versions."

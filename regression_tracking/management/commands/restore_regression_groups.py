@@ -5,10 +5,10 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 
-from regression_tracking.management.options import check_database
+from regression_tracking.management.options import ExactOptionsCommand, check_database
 from regression_tracking.services import (
     BackupFormatError,
     UnknownProjectsError,
@@ -18,7 +18,7 @@ from regression_tracking.services import (
 )
 
 
-class Command(BaseCommand):
+class Command(ExactOptionsCommand):
     help = (
         "Re-insert RegressionGroups from a cleanup_orphaned_regressions --backup file, with their "
         "ids and every column; rows that already exist are skipped. All or nothing."
@@ -27,12 +27,26 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("path", metavar="PATH", help="The JSON-lines file --backup wrote.")
         parser.add_argument(
+            "--skip-missing-projects",
+            action="store_true",
+            help="Leave out (and count) rows whose project no longer exists, e.g. regression "
+            "groups of a deleted project in a Sentry database. Default: refuse the whole file.",
+        )
+        parser.add_argument(
             "--database",
             default="default",
             help='The database to restore into, by its alias in DATABASES. Default: "default".',
         )
 
-    def handle(self, *, path: str, database: str, verbosity: int, **options: Any) -> None:
+    def handle(
+        self,
+        *,
+        path: str,
+        skip_missing_projects: bool,
+        database: str,
+        verbosity: int,
+        **options: Any,
+    ) -> None:
         check_database(database)
         try:
             with open(path, "rb") as backup:
@@ -42,12 +56,20 @@ class Command(BaseCommand):
         except BackupFormatError as error:
             raise CommandError(f"{path}: {error}; nothing was restored") from error
         try:
-            result = restore_regression_groups(rows, using=database)
+            result = restore_regression_groups(
+                rows, skip_missing_projects=skip_missing_projects, using=database
+            )
         except UnknownProjectsError as error:
-            raise CommandError(f"{path}: {error}; nothing was restored") from error
+            raise CommandError(
+                f"{path}: {error}; nothing was restored (--skip-missing-projects leaves them out)"
+            ) from error
         except DatabaseError as error:
             raise CommandError(f"database error: {error}; nothing was restored") from error
         if verbosity >= 1:
-            self.stdout.write(
-                f"restored: {result.restored}\nskipped (already present): {result.skipped_existing}"
-            )
+            lines = [
+                f"restored: {result.restored}",
+                f"skipped (already present): {result.skipped_existing}",
+            ]
+            if skip_missing_projects:
+                lines.append(f"skipped (project missing): {result.skipped_missing_project}")
+            self.stdout.write("\n".join(lines))

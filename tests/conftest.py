@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import pytest
 from django.db import connection
+from hypothesis import settings as hypothesis_settings
 
 from regression_tracking.metrics import InMemoryBackend, get_backend
+
+# Property tests draw the same examples on every run, so a CI run never fails by chance; set
+# HYPOTHESIS_PROFILE=explore to draw new ones locally.
+hypothesis_settings.register_profile("repeatable", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,112 @@
+"""The floor: the same work as one hand-written statement, as PostgreSQL runs it by default.
+
+Also the statement-level profile of the cleanup, run in-process, which says where its time goes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import connection
+
+from regression_tracking.services import CleanupAction, cleanup_orphaned_regressions
+
+# The orphan predicate of DESIGN §3, written by hand (the services build theirs from the models).
+ORPHAN = (
+    "NOT EXISTS (SELECT 1 FROM sentry_grouphash live"
+    " WHERE live.project_id = rg.project_id AND live.hash = md5(rg.fingerprint)"
+    " AND live.group_id IS NOT NULL)"
+)
+OLD_ENOUGH = "rg.date_added < now() - interval '24 hours'"
+
+FLOOR_COUNT = f"SELECT count(*) FROM sentry_regressiongroup rg WHERE {ORPHAN}"
+FLOOR_DELETE = f"DELETE FROM sentry_regressiongroup rg WHERE {OLD_ENOUGH} AND {ORPHAN}"
+FLOOR_UPDATE = (
+    "UPDATE sentry_regressiongroup rg SET active = false, date_resolved = now(),"
+    f" date_updated = now() WHERE rg.active AND {OLD_ENOUGH} AND {ORPHAN}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    seconds: float
+    # Rows counted (SELECT count) or changed (DELETE, UPDATE).
+    rows: int
+
+
+def run_statement(sql: str, params: list[Any] | None = None) -> Statement:
+    """Run one statement in autocommit (its commit included) and time it from the client."""
+    with connection.cursor() as cursor:
+        started = time.perf_counter()
+        cursor.execute(sql, params)
+        rows = cursor.fetchone()[0] if sql.lstrip().upper().startswith("SELECT") else None
+        seconds = time.perf_counter() - started
+        return Statement(seconds=seconds, rows=cursor.rowcount if rows is None else int(rows))
+
+
+def explain_plan(sql: str, params: list[Any] | None = None) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of ``sql``, rolled back so it changes nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+        try:
+            cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", params)
+            return "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("ROLLBACK")
+
+
+def statement_kind(sql: str) -> str:
+    """Which step of the cleanup a statement belongs to, from its text."""
+    text = sql.lstrip().upper()
+    if text.startswith("SELECT COUNT(*)"):
+        return "count_in_scope"
+    if "LEFT JOIN" in text:
+        return "select_orphans"
+    if text.startswith(("DELETE", "UPDATE")) or (text.startswith("SELECT") and " IN (" in text):
+        return "batches"
+    return "other"
+
+
+@contextmanager
+def timing_statements() -> Iterator[dict[str, list[float]]]:
+    """Time every statement of the default connection, by ``statement_kind``."""
+    times: defaultdict[str, list[float]] = defaultdict(list)
+
+    def timer(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            times[statement_kind(sql)].append(time.perf_counter() - started)
+
+    with connection.execute_wrapper(timer):
+        yield times
+
+
+def profile_cleanup(
+    *, action: CleanupAction, dry_run: bool, batch_size: int
+) -> dict[str, dict[str, float]]:
+    """Run the cleanup in-process and split its time by step: statements, and Python around them.
+
+    Statement times include fetching their rows; ``python`` is the rest of the service's time.
+    """
+    with timing_statements() as times:
+        started = time.perf_counter()
+        cleanup_orphaned_regressions(
+            action=action, dry_run=dry_run, batch_size=batch_size, min_age=timedelta(hours=24)
+        )
+        total = time.perf_counter() - started
+    profile = {
+        kind: {"statements": len(seconds), "seconds": sum(seconds)}
+        for kind, seconds in sorted(times.items())
+    }
+    in_statements = sum(step["seconds"] for step in profile.values())
+    profile["python"] = {"statements": 0, "seconds": total - in_statements}
+    profile["total"] = {"statements": sum(len(s) for s in times.values()), "seconds": total}
+    return profile

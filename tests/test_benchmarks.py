@@ -1,0 +1,71 @@
+"""A small run of the benchmark (``python -m benchmarks.run``), so its code cannot rot.
+
+It fills the test database itself (TRUNCATE, bulk INSERTs with the foreign-key triggers off, so
+the role must be a superuser, as the suite's is) and runs the commands in subprocesses against it.
+Timings are not asserted: at this size they say nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks.run import format_table, parse_args, run_benchmark
+from tests.utils import database_url
+
+ROWS = 20_000
+
+
+def assert_seconds(value: object) -> None:
+    assert isinstance(value, float), value
+    assert math.isfinite(value), value
+    assert value >= 0, value
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_small_run_produces_every_figure() -> None:
+    report = run_benchmark(
+        database_url=database_url(), rows=ROWS, repeat=1, lookup_pairs=1_000, explain=True
+    )
+
+    dataset = report["dataset"]
+    assert (dataset["rows"], dataset["grouphashes"]) == (ROWS, 38_000)
+    assert dataset["orphans"] == dataset["missing_grouphash"] + dataset["grouphash_without_group"]
+    assert_seconds(report["startup_seconds"])
+    for label in ("A", "B", "C"):
+        for name in ("floor_seconds", "command_seconds", "service_seconds", "ratio"):
+            # The command minus its start-up can dip below zero on a busy machine: only finite.
+            assert math.isfinite(report[label][name]), (label, name)
+        assert isinstance(report[label]["pass"], bool)
+    lookup = report["D"]
+    assert (lookup["pairs"], lookup["projects"]) == (1_000, 1_000)
+    assert lookup["bulk"]["statements"] == 1
+    assert lookup["upstream_union"]["statements"] == 1
+    assert lookup["per_pair_loop"]["statements"] == 1_000
+    for shape in ("bulk", "per_pair_loop", "upstream_union"):
+        assert_seconds(lookup[shape]["seconds"])
+    memory = report["E"]
+    assert memory["rows_at_tenth"] == ROWS // 10
+    assert 10 < memory["max_rss_mb_at_tenth"] <= memory["max_rss_mb"] * 2
+    assert math.isfinite(report["shards"]["two_shards_parallel_seconds"])
+    for step in ("count_in_scope", "select_orphans", "python", "total"):
+        assert step in report["profile"]["dry_run"]
+    assert report["profile"]["delete"]["batches"]["statements"] >= 1
+    alternatives = report["alternatives"]
+    assert_seconds(alternatives["delete_batches_id_array"])
+    assert_seconds(alternatives["with_live_key_index"]["floor_count"])
+    assert any(name.startswith("command: SELECT") for name in report["explain"])
+
+    table = format_table(report)
+    assert table.startswith(f"N = {ROWS:,} RegressionGroups")
+    for label in ("A detection", "B delete", "C deactivate", "D lookup", "E peak RSS", "2 shards"):
+        assert label in table
+    json.dumps(report)
+
+
+def test_refuses_a_database_that_is_not_its_own() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--database-url", "postgres://postgres@127.0.0.1:5432/production"])

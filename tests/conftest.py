@@ -9,6 +9,7 @@ from django.db import connection
 from hypothesis import settings as hypothesis_settings
 
 from regression_tracking.metrics import InMemoryBackend, get_backend
+from tests.factories import OrphanWorld, create_orphan_world
 
 # Property tests draw the same examples on every run, so a CI run never fails by chance; set
 # HYPOTHESIS_PROFILE=explore to draw new ones locally.
@@ -46,3 +47,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             f"{test}: " + ", ".join(f"{name}={value}" for name, value in figures.items())
         )
+
+
+@pytest.fixture
+def world(db: None) -> OrphanWorld:
+    """A linked regression, an old active, an old inactive, a discarded and a recent orphan."""
+    return create_orphan_world()

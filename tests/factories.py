@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import factory
+from django.utils import timezone
 from factory.django import DjangoModelFactory
 
 from regression_tracking.fingerprints import generate_fingerprint, hash_fingerprint
@@ -103,3 +105,38 @@ def create_linked_regression(**fields: Any) -> RegressionGroup:
     regression = RegressionGroupFactory.create(**fields)
     create_issue_for(regression)
     return regression
+
+
+def create_old_orphan(**fields: Any) -> RegressionGroup:
+    """An orphan added two days ago: past the default 24 h grace period."""
+    return RegressionGroupFactory.create(date_added=timezone.now() - timedelta(days=2), **fields)
+
+
+@dataclass
+class OrphanWorld:
+    """One project holding each case the cleanup tells apart."""
+
+    linked: RegressionGroup
+    old_active: RegressionGroup
+    old_inactive: RegressionGroup
+    discarded: RegressionGroup
+    recent: RegressionGroup
+
+    @property
+    def all(self) -> list[RegressionGroup]:
+        return [self.linked, self.old_active, self.old_inactive, self.discarded, self.recent]
+
+
+def create_orphan_world() -> OrphanWorld:
+    project = ProjectFactory.create()
+    linked = create_linked_regression(
+        project=project, date_added=timezone.now() - timedelta(days=9)
+    )
+    old_active = create_old_orphan(project=project)
+    old_inactive = create_old_orphan(project=project, active=False)
+    discarded = create_old_orphan(project=project)
+    create_grouphash_without_group(discarded)
+    recent = RegressionGroupFactory.create(
+        project=project, date_added=timezone.now() - timedelta(hours=1)
+    )
+    return OrphanWorld(linked, old_active, old_inactive, discarded, recent)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.factories import (
     create_grouphash_without_group,
     create_issue_for,
     create_linked_regression,
+    create_old_orphan,
     issue_hash,
 )
 
@@ -45,41 +45,8 @@ def _fast_password_hasher(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-def old(**fields: Any) -> RegressionGroup:
-    return RegressionGroupFactory.create(date_added=timezone.now() - timedelta(days=2), **fields)
-
-
 def change_url(obj: Any) -> str:
     return reverse(f"admin:regression_tracking_{obj._meta.model_name}_change", args=[obj.pk])
-
-
-@dataclass
-class World:
-    linked: RegressionGroup
-    old_active: RegressionGroup
-    old_inactive: RegressionGroup
-    discarded: RegressionGroup
-    recent: RegressionGroup
-
-    @property
-    def all(self) -> list[RegressionGroup]:
-        return [self.linked, self.old_active, self.old_inactive, self.discarded, self.recent]
-
-
-@pytest.fixture
-def world() -> World:
-    project = ProjectFactory.create()
-    linked = create_linked_regression(
-        project=project, date_added=timezone.now() - timedelta(days=9)
-    )
-    old_active = old(project=project)
-    old_inactive = old(project=project, active=False)
-    discarded = old(project=project)
-    create_grouphash_without_group(discarded)
-    recent = RegressionGroupFactory.create(
-        project=project, date_added=timezone.now() - timedelta(hours=1)
-    )
-    return World(linked, old_active, old_inactive, discarded, recent)
 
 
 def listed_ids(response: Any) -> set[int]:
@@ -112,7 +79,7 @@ def make_rows(count: int) -> None:
 
 
 class TestRegressionGroupChangelist:
-    def test_shows_the_columns_issue_hash_and_links(self, admin_client, world: World) -> None:
+    def test_shows_the_columns_issue_hash_and_links(self, admin_client, world) -> None:
         response = admin_client.get(CHANGELIST)
         assert listed_ids(response) == {row.id for row in world.all}
         html = response.content.decode()
@@ -129,7 +96,7 @@ class TestRegressionGroupChangelist:
         assert f'orphan: <a href="{change_url(discarded_hash)}">grouphash without group</a>' in html
         assert html.count("orphan: missing grouphash") == 3
 
-    def test_rows_carry_the_issue_columns(self, admin_client, world: World) -> None:
+    def test_rows_carry_the_issue_columns(self, admin_client, world) -> None:
         rows = {row.id: row for row in admin_client.get(CHANGELIST).context["cl"].result_list}
         linked = rows[world.linked.id]
         grouphash = GroupHash.objects.get(hash=issue_hash(world.linked))
@@ -180,11 +147,11 @@ class TestIssueFilter:
             ("grouphash_without_group", {"discarded"}),
         ],
     )
-    def test_filters_by_issue_state(self, admin_client, world: World, state, expected) -> None:
+    def test_filters_by_issue_state(self, admin_client, world, state, expected) -> None:
         response = admin_client.get(CHANGELIST, {"issue": state})
         assert listed_ids(response) == {getattr(world, name).id for name in expected}
 
-    def test_choices_are_listed(self, admin_client, world: World) -> None:
+    def test_choices_are_listed(self, admin_client, world) -> None:
         html = admin_client.get(CHANGELIST).content.decode()
         assert "By issue" in html
         for label in (
@@ -196,7 +163,7 @@ class TestIssueFilter:
             assert label in html
 
     def test_filter_runs_inside_the_one_list_query(
-        self, admin_client, world: World, django_assert_num_queries
+        self, admin_client, world, django_assert_num_queries
     ) -> None:
         with django_assert_num_queries(CHANGELIST_QUERIES) as captured:
             admin_client.get(CHANGELIST, {"issue": "grouphash_without_group"})
@@ -204,7 +171,7 @@ class TestIssueFilter:
         assert list_query.count("EXISTS") == 2
         assert "NOT EXISTS" in list_query
 
-    def test_agrees_with_the_cleanup_orphan_selection(self, world: World) -> None:
+    def test_agrees_with_the_cleanup_orphan_selection(self, world) -> None:
         # A second GroupHash of the key's project under another hash must not link anything.
         GroupHashFactory.create(project=world.old_active.project, hash="0" * 32)
         other_project = ProjectFactory.create()
@@ -225,7 +192,7 @@ class TestIssueFilter:
         assert set(linked.values_list("id", flat=True)).isdisjoint(all_orphans.values_list("id"))
         assert linked.count() + all_orphans.count() == queryset.count()
 
-    def test_counts_on_demand(self, admin_client, world: World) -> None:
+    def test_counts_on_demand(self, admin_client, world) -> None:
         html = admin_client.get(CHANGELIST, {"_facets": "True"}).content.decode()
         for label in (
             "Linked (1)",
@@ -235,15 +202,17 @@ class TestIssueFilter:
         ):
             assert label in html
 
-    def test_unknown_state_redirects_with_the_error_flag(self, admin_client, world: World) -> None:
+    def test_unknown_state_redirects_with_the_error_flag(self, admin_client, world) -> None:
         response = admin_client.get(CHANGELIST, {"issue": "bogus"})
         assert response.status_code == 302
         assert response["Location"].endswith("?e=1")
 
-    def test_combines_with_the_other_filters(self, admin_client, world: World) -> None:
+    def test_combines_with_the_other_filters(self, admin_client, world) -> None:
         response = admin_client.get(CHANGELIST, {"issue": "missing_grouphash", "active__exact": 1})
         assert listed_ids(response) == {world.old_active.id, world.recent.id}
-        function = old(project=world.linked.project, type=RegressionType.FUNCTION, fingerprint="1f")
+        function = create_old_orphan(
+            project=world.linked.project, type=RegressionType.FUNCTION, fingerprint="1f"
+        )
         response = admin_client.get(CHANGELIST, {"issue": "orphan", "type__exact": 1})
         assert listed_ids(response) == {function.id}
 
@@ -251,30 +220,30 @@ class TestIssueFilter:
 @pytest.mark.postgresql
 class TestIssueFilterPlan:
     @pytest.mark.parametrize("state", [IssueState.ORPHAN, IssueState.MISSING_GROUPHASH])
-    def test_orphan_filters_plan_as_anti_joins(self, world: World, state: IssueState) -> None:
+    def test_orphan_filters_plan_as_anti_joins(self, world, state: IssueState) -> None:
         plan = filter_by_issue_state(RegressionGroup.objects.all(), state).explain()
         assert "Anti Join" in plan
         assert "SubPlan" not in plan
 
 
 class TestSearch:
-    def test_by_fingerprint(self, admin_client, world: World) -> None:
+    def test_by_fingerprint(self, admin_client, world) -> None:
         response = admin_client.get(CHANGELIST, {"q": world.discarded.fingerprint})
         assert listed_ids(response) == {world.discarded.id}
 
-    def test_by_the_short_fingerprint(self, admin_client, world: World) -> None:
+    def test_by_the_short_fingerprint(self, admin_client, world) -> None:
         response = admin_client.get(CHANGELIST, {"q": world.recent.fingerprint[:16]})
         assert listed_ids(response) == {world.recent.id}
 
-    def test_by_issue_hash_in_any_case(self, admin_client, world: World) -> None:
+    def test_by_issue_hash_in_any_case(self, admin_client, world) -> None:
         for term in (issue_hash(world.old_active), issue_hash(world.old_active).upper()):
             response = admin_client.get(CHANGELIST, {"q": term})
             assert listed_ids(response) == {world.old_active.id}
 
-    def test_nothing_matches_an_unknown_term(self, admin_client, world: World) -> None:
+    def test_nothing_matches_an_unknown_term(self, admin_client, world) -> None:
         assert listed_ids(admin_client.get(CHANGELIST, {"q": "f" * 32})) == set()
 
-    def test_grouphash_by_hash(self, admin_client, world: World) -> None:
+    def test_grouphash_by_hash(self, admin_client, world) -> None:
         grouphash = GroupHash.objects.get(hash=issue_hash(world.discarded))
         response = admin_client.get(
             "/admin/regression_tracking/grouphash/", {"q": grouphash.hash.upper()}
@@ -284,7 +253,7 @@ class TestSearch:
 
 class TestDeactivateAction:
     def test_deactivates_old_active_orphans_and_says_what_was_left_alone(
-        self, admin_client, world: World
+        self, admin_client, world
     ) -> None:
         before = {row.id: row for row in RegressionGroup.objects.all()}
         response = run_action(
@@ -306,9 +275,7 @@ class TestDeactivateAction:
             assert after[row.id].date_resolved == before[row.id].date_resolved
         assert set(after) == set(before)
 
-    def test_selection_of_linked_rows_only_changes_nothing(
-        self, admin_client, world: World
-    ) -> None:
+    def test_selection_of_linked_rows_only_changes_nothing(self, admin_client, world) -> None:
         response = run_action(admin_client, "deactivate_selected_orphans", [world.linked.id])
         assert messages_of(response) == [
             (
@@ -319,7 +286,7 @@ class TestDeactivateAction:
         ]
         assert RegressionGroup.objects.get(id=world.linked.id).active is True
 
-    def test_select_across_a_filtered_list(self, admin_client, world: World) -> None:
+    def test_select_across_a_filtered_list(self, admin_client, world) -> None:
         response = run_action(
             admin_client,
             "deactivate_selected_orphans",
@@ -341,7 +308,7 @@ class TestDeactivateAction:
         }
 
     def test_an_issue_that_appears_after_detection_saves_its_row(
-        self, admin_client, world: World, monkeypatch
+        self, admin_client, world, monkeypatch
     ) -> None:
         """The race rule through the admin: the write re-checks the orphan predicate."""
 
@@ -366,14 +333,14 @@ class TestDeactivateAction:
         assert RegressionGroup.objects.get(id=world.discarded.id).active is True
         assert RegressionGroup.objects.get(id=world.old_active.id).active is False
 
-    def test_grace_period_is_the_admin_setting(self, admin_client, world: World, monkeypatch):
+    def test_grace_period_is_the_admin_setting(self, admin_client, world, monkeypatch):
         monkeypatch.setattr(admin_module.RegressionGroupAdmin, "orphan_min_age", timedelta(0))
         response = run_action(admin_client, "deactivate_selected_orphans", [world.recent.id])
         assert messages_of(response) == [
             ("success", "Deactivated 1 of 1 selected regression group.")
         ]
 
-    def test_too_large_a_selection_is_refused(self, admin_client, world: World, monkeypatch):
+    def test_too_large_a_selection_is_refused(self, admin_client, world, monkeypatch):
         monkeypatch.setattr(admin_module, "MAX_ACTION_SELECTION", 2)
         response = run_action(
             admin_client, "deactivate_selected_orphans", [row.id for row in world.all]
@@ -389,9 +356,7 @@ class TestDeactivateAction:
 
 
 class TestDeleteAction:
-    def test_deletes_old_orphans_and_says_what_was_left_alone(
-        self, admin_client, world: World
-    ) -> None:
+    def test_deletes_old_orphans_and_says_what_was_left_alone(self, admin_client, world) -> None:
         response = run_action(
             admin_client, "delete_selected_orphans", [row.id for row in world.all]
         )
@@ -407,9 +372,7 @@ class TestDeleteAction:
             world.recent.id,
         }
 
-    def test_rows_deleted_before_the_action_are_reported_gone(
-        self, admin_client, world: World
-    ) -> None:
+    def test_rows_deleted_before_the_action_are_reported_gone(self, admin_client, world) -> None:
         gone_id = world.old_active.id
         world.old_active.delete()
         response = run_action(admin_client, "delete_selected_orphans", [gone_id, world.linked.id])
@@ -423,7 +386,7 @@ class TestDeleteAction:
         ]
 
     def test_django_bulk_delete_and_per_row_delete_are_not_offered(
-        self, admin_client, world: World
+        self, admin_client, world
     ) -> None:
         response = admin_client.get(CHANGELIST)
         actions = [value for value, _ in response.context["action_form"].fields["action"].choices]
@@ -437,7 +400,7 @@ class TestDeleteAction:
 
 @pytest.mark.postgresql
 class TestActionWhileACleanupRuns:
-    def test_says_so_and_changes_nothing(self, admin_client, world: World) -> None:
+    def test_says_so_and_changes_nothing(self, admin_client, world) -> None:
         params = connection.get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)
@@ -456,7 +419,7 @@ class TestActionWhileACleanupRuns:
 
 
 class TestRegressionGroupPage:
-    def test_shows_issue_hash_and_group_link_read_only(self, admin_client, world: World) -> None:
+    def test_shows_issue_hash_and_group_link_read_only(self, admin_client, world) -> None:
         response = admin_client.get(change_url(world.linked))
         assert response.status_code == 200
         html = response.content.decode()
@@ -472,17 +435,13 @@ class TestRegressionGroupPage:
 
 
 class TestGroupAndGroupHashPages:
-    def test_group_page_links_to_its_grouphash_and_regressions(
-        self, admin_client, world: World
-    ) -> None:
+    def test_group_page_links_to_its_grouphash_and_regressions(self, admin_client, world) -> None:
         grouphash = GroupHash.objects.get(hash=issue_hash(world.linked))
         html = admin_client.get(change_url(grouphash.group)).content.decode()
         assert f'<a href="{change_url(grouphash)}">{grouphash.hash}</a>' in html
         assert f'href="{CHANGELIST}?q={grouphash.hash}"' in html
 
-    def test_grouphash_page_links_to_its_group_and_regressions(
-        self, admin_client, world: World
-    ) -> None:
+    def test_grouphash_page_links_to_its_group_and_regressions(self, admin_client, world) -> None:
         grouphash = GroupHash.objects.get(hash=issue_hash(world.linked))
         html = admin_client.get(change_url(grouphash)).content.decode()
         assert f'<a href="{change_url(grouphash.group)}">group {grouphash.group_id}</a>' in html
@@ -490,15 +449,13 @@ class TestGroupAndGroupHashPages:
         assert f'href="{regressions_link}"' in html
         assert listed_ids(admin_client.get(regressions_link)) == {world.linked.id}
 
-    def test_grouphash_without_group_page_has_no_group_link(
-        self, admin_client, world: World
-    ) -> None:
+    def test_grouphash_without_group_page_has_no_group_link(self, admin_client, world) -> None:
         grouphash = GroupHash.objects.get(hash=issue_hash(world.discarded))
         response = admin_client.get(change_url(grouphash))
         assert response.status_code == 200
         assert re.search(r"/group/\d+/change/", response.content.decode()) is None
 
-    def test_changelists_link_both_ways(self, admin_client, world: World) -> None:
+    def test_changelists_link_both_ways(self, admin_client, world) -> None:
         grouphash = GroupHash.objects.get(hash=issue_hash(world.linked))
         group_list = admin_client.get("/admin/regression_tracking/group/").content.decode()
         assert f'<a href="{change_url(grouphash)}">{grouphash.hash}</a>' in group_list
@@ -507,7 +464,7 @@ class TestGroupAndGroupHashPages:
             f'<a href="{change_url(grouphash.group)}">group {grouphash.group_id}</a>' in hash_list
         )
 
-    def test_grouphash_filter_by_missing_group(self, admin_client, world: World) -> None:
+    def test_grouphash_filter_by_missing_group(self, admin_client, world) -> None:
         response = admin_client.get("/admin/regression_tracking/grouphash/", {"group__isempty": 1})
         assert listed_ids(response) == {GroupHash.objects.get(group=None).id}
 

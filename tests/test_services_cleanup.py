@@ -2,13 +2,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from regression_tracking.log import record_extra
 from regression_tracking.models import GroupHash, RegressionGroup, RegressionType
@@ -28,45 +26,11 @@ from regression_tracking.services.backup import row_to_dict
 from regression_tracking.services.locking import CLEANUP_LOCK_CLASS, SHARD_LOCK_CLASS
 from tests.factories import (
     GroupFactory,
-    ProjectFactory,
-    RegressionGroupFactory,
-    create_grouphash_without_group,
     create_issue_for,
-    create_linked_regression,
+    create_old_orphan,
 )
 
 pytestmark = pytest.mark.django_db
-
-TWO_DAYS_AGO = timezone.now() - timedelta(days=2)
-
-
-def old_orphan(**fields: object) -> RegressionGroup:
-    return RegressionGroupFactory.create(date_added=timezone.now() - timedelta(days=2), **fields)
-
-
-@dataclass
-class World:
-    linked: RegressionGroup
-    old_active: RegressionGroup
-    old_inactive: RegressionGroup
-    discarded: RegressionGroup
-    recent: RegressionGroup
-
-
-@pytest.fixture
-def world() -> World:
-    project = ProjectFactory.create()
-    linked = create_linked_regression(
-        project=project, date_added=timezone.now() - timedelta(days=9)
-    )
-    old_active = old_orphan(project=project)
-    old_inactive = old_orphan(project=project, active=False)
-    discarded = old_orphan(project=project)
-    create_grouphash_without_group(discarded)
-    recent = RegressionGroupFactory.create(
-        project=project, date_added=timezone.now() - timedelta(hours=1)
-    )
-    return World(linked, old_active, old_inactive, discarded, recent)
 
 
 def revive_discarded_issue(regression: RegressionGroup) -> None:
@@ -85,7 +49,7 @@ def table_snapshot() -> list[dict[str, object]]:
 
 
 class TestDelete:
-    def test_deletes_only_old_orphans(self, world: World) -> None:
+    def test_deletes_only_old_orphans(self, world) -> None:
         result = cleanup_orphaned_regressions()
         assert remaining_ids() == [world.linked.id, world.recent.id]
         assert result.as_dict() == {
@@ -105,19 +69,19 @@ class TestDelete:
             "elapsed_seconds": result.as_dict()["elapsed_seconds"],
         }
 
-    def test_min_age_zero_takes_recent_orphans_too(self, world: World) -> None:
+    def test_min_age_zero_takes_recent_orphans_too(self, world) -> None:
         result = cleanup_orphaned_regressions(min_age=timedelta(0))
         assert remaining_ids() == [world.linked.id]
         assert (result.too_recent, result.acted) == (0, 4)
 
-    def test_grouphash_for_another_key_does_not_save_a_row(self, world: World) -> None:
+    def test_grouphash_for_another_key_does_not_save_a_row(self, world) -> None:
         GroupHash.objects.create(project=world.old_active.project, hash="0" * 32)
         cleanup_orphaned_regressions()
         assert world.old_active.id not in remaining_ids()
 
 
 class TestDeactivate:
-    def test_deactivates_old_active_orphans_and_leaves_the_rest(self, world: World) -> None:
+    def test_deactivates_old_active_orphans_and_leaves_the_rest(self, world) -> None:
         before = {row["id"]: row for row in table_snapshot()}
         result = cleanup_orphaned_regressions(action=CleanupAction.DEACTIVATE)
         after = {row["id"]: row for row in table_snapshot()}
@@ -131,7 +95,7 @@ class TestDeactivate:
             assert after[regression.id] == before[regression.id]
         assert set(after) == set(before)
 
-    def test_rerun_finds_nothing_left_to_deactivate(self, world: World) -> None:
+    def test_rerun_finds_nothing_left_to_deactivate(self, world) -> None:
         cleanup_orphaned_regressions(action=CleanupAction.DEACTIVATE)
         again = cleanup_orphaned_regressions(action=CleanupAction.DEACTIVATE)
         assert (again.orphaned, again.eligible, again.acted) == (4, 0, 0)
@@ -147,7 +111,7 @@ class TestDryRun:
         assert result.would_act == result.eligible == (3 if action == "delete" else 2)
         assert result.batches == 1
 
-    def test_dry_run_respects_max_rows(self, world: World) -> None:
+    def test_dry_run_respects_max_rows(self, world) -> None:
         result = cleanup_orphaned_regressions(dry_run=True, max_rows=2, batch_size=1)
         assert (result.would_act, result.batches, result.stop_reason) == (
             2,
@@ -157,7 +121,7 @@ class TestDryRun:
 
 
 class TestBatches:
-    def test_batches_follow_candidate_id_order(self, world: World) -> None:
+    def test_batches_follow_candidate_id_order(self, world) -> None:
         reports: list[BatchReport] = []
         result = cleanup_orphaned_regressions(batch_size=2, on_batch=reports.append)
         assert [(r.first_id, r.last_id, r.acted_ids) for r in reports] == [
@@ -171,7 +135,7 @@ class TestBatches:
         assert [(r.number, r.done, r.eligible) for r in reports] == [(1, 2, 3), (2, 3, 3)]
         assert (result.batches, result.last_id) == (2, world.discarded.id)
 
-    def test_max_rows_then_start_after_id_reaches_the_full_run(self, world: World) -> None:
+    def test_max_rows_then_start_after_id_reaches_the_full_run(self, world) -> None:
         first = cleanup_orphaned_regressions(max_rows=2, batch_size=1)
         assert (first.acted, first.stop_reason, first.last_id) == (
             2,
@@ -182,19 +146,19 @@ class TestBatches:
         assert (second.acted, second.stop_reason) == (1, StopReason.DONE)
         assert remaining_ids() == [world.linked.id, world.recent.id]
 
-    def test_max_rows_then_plain_rerun_reaches_the_full_run(self, world: World) -> None:
+    def test_max_rows_then_plain_rerun_reaches_the_full_run(self, world) -> None:
         cleanup_orphaned_regressions(max_rows=1)
         cleanup_orphaned_regressions(max_rows=1)
         last = cleanup_orphaned_regressions()
         assert last.acted == 1
         assert remaining_ids() == [world.linked.id, world.recent.id]
 
-    def test_max_runtime_stops_before_the_next_batch(self, world: World) -> None:
+    def test_max_runtime_stops_before_the_next_batch(self, world) -> None:
         result = cleanup_orphaned_regressions(max_runtime=timedelta(microseconds=1))
         assert (result.batches, result.acted, result.stop_reason) == (0, 0, StopReason.MAX_RUNTIME)
         assert result.last_id is None
 
-    def test_should_stop_finishes_the_current_batch(self, world: World) -> None:
+    def test_should_stop_finishes_the_current_batch(self, world) -> None:
         reports: list[BatchReport] = []
         result = cleanup_orphaned_regressions(
             batch_size=1, on_batch=reports.append, should_stop=lambda: bool(reports)
@@ -206,7 +170,7 @@ class TestBatches:
         )
         assert result.last_id == world.old_active.id
 
-    def test_interrupt_during_sleep_stops_promptly(self, world: World) -> None:
+    def test_interrupt_during_sleep_stops_promptly(self, world) -> None:
         reports: list[BatchReport] = []
         result = cleanup_orphaned_regressions(
             batch_size=1, sleep=30, on_batch=reports.append, should_stop=lambda: bool(reports)
@@ -214,16 +178,16 @@ class TestBatches:
         assert result.elapsed_seconds < 5
         assert result.stop_reason == StopReason.INTERRUPTED
 
-    def test_sleep_pauses_between_batches_only(self, world: World) -> None:
+    def test_sleep_pauses_between_batches_only(self, world) -> None:
         result = cleanup_orphaned_regressions(batch_size=1, sleep=0.2)
         assert result.batches == 3
         assert 0.4 <= result.elapsed_seconds < 5
 
 
 class TestScope:
-    def test_project_and_type(self, world: World) -> None:
-        elsewhere = old_orphan()
-        function = old_orphan(project=world.linked.project, type=RegressionType.FUNCTION)
+    def test_project_and_type(self, world) -> None:
+        elsewhere = create_old_orphan()
+        function = create_old_orphan(project=world.linked.project, type=RegressionType.FUNCTION)
         result = cleanup_orphaned_regressions(
             scope=OrphanScope(project_ids=(elsewhere.project_id,))
         )
@@ -233,7 +197,7 @@ class TestScope:
         )
         assert (result.acted, function.id in remaining_ids()) == (1, False)
 
-    def test_ids_scope(self, world: World) -> None:
+    def test_ids_scope(self, world) -> None:
         result = cleanup_orphaned_regressions(
             scope=OrphanScope(ids=(world.linked.id, world.old_active.id, world.recent.id))
         )
@@ -242,7 +206,7 @@ class TestScope:
 
 
 class TestRaceRule:
-    def test_issue_created_after_detection_saves_its_row(self, world: World) -> None:
+    def test_issue_created_after_detection_saves_its_row(self, world) -> None:
         def create_issue_after_first_batch(report: BatchReport) -> None:
             if report.number == 1:
                 create_issue_for(RegressionGroup.objects.get(id=world.old_inactive.id))
@@ -251,7 +215,7 @@ class TestRaceRule:
         assert world.old_inactive.id in remaining_ids()
         assert (result.eligible, result.acted, result.batches) == (3, 2, 3)
 
-    def test_discarded_issue_revived_after_detection_saves_its_row(self, world: World) -> None:
+    def test_discarded_issue_revived_after_detection_saves_its_row(self, world) -> None:
         def revive(report: BatchReport) -> None:
             if report.number == 1:
                 revive_discarded_issue(world.discarded)
@@ -457,7 +421,7 @@ class TestPostgreSQLTwoConnections:
 
 class TestShards:
     def test_shard_scope_takes_projects_by_id_modulo(self) -> None:
-        regressions = [old_orphan() for _ in range(4)]
+        regressions = [create_old_orphan() for _ in range(4)]
         result = cleanup_orphaned_regressions(scope=OrphanScope(shard=(1, 2)))
         odd = {r.id for r in regressions if r.project_id % 2 == 1}
         assert result.acted == len(odd)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services import cleanup as cleanup_module
+from regression_tracking.services import batches as batches_module
 from tests.reliability import (
     CommandProcess,
     backup_ids,
@@ -40,15 +40,15 @@ LOCKED_BATCH = 3
 
 
 def _lock_timeout_seconds() -> float:
-    value = cleanup_module.LOCK_TIMEOUT
+    value = batches_module.LOCK_TIMEOUT
     assert re.fullmatch(r"\d+s", value), value
     return float(value[:-1])
 
 
 # The longest a batch can take whose rows stay locked: every attempt waits out the lock timeout.
 LOCKED_BATCH_MAX_SECONDS = (
-    cleanup_module.LOCK_ATTEMPTS * _lock_timeout_seconds()
-    + (cleanup_module.LOCK_ATTEMPTS - 1) * cleanup_module.LOCK_RETRY_PAUSE_SECONDS
+    batches_module.LOCK_ATTEMPTS * _lock_timeout_seconds()
+    + (batches_module.LOCK_ATTEMPTS - 1) * batches_module.LOCK_RETRY_PAUSE_SECONDS
 )
 
 
@@ -182,7 +182,7 @@ def test_rows_locked_throughout_skip_their_batch_and_the_run_finishes_the_rest(t
     )
     assert f"skipped: {LOCK_BATCH_SIZE} (rows locked by another transaction)\n" in run.stdout
     assert "stop reason: done" in run.stdout
-    for attempt in range(1, cleanup_module.LOCK_ATTEMPTS + 1):
+    for attempt in range(1, batches_module.LOCK_ATTEMPTS + 1):
         assert f"attempt={attempt}" in run.stderr
     # The rest is done, the locked rows untouched, and only what was deleted is in the backup.
     assert remaining_ids() == set(locked)
@@ -196,7 +196,7 @@ def test_rows_locked_throughout_skip_their_batch_and_the_run_finishes_the_rest(t
     record_figures(
         "lock_contention_skip",
         locked_batches_skipped=1,
-        attempts=cleanup_module.LOCK_ATTEMPTS,
+        attempts=batches_module.LOCK_ATTEMPTS,
         seconds_on_the_locked_batch=round(waited, 2),
         run_seconds=round(elapsed, 2),
     )

@@ -23,7 +23,7 @@ from django.core.management import call_command
 
 from regression_tracking.fingerprints import hash_fingerprint
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services import cleanup as cleanup_module
+from regression_tracking.services import batches as batches_module
 from regression_tracking.services import read_backup, restore_regression_groups
 from regression_tracking.services.backup import row_to_dict
 from tests.reliability import (
@@ -149,7 +149,7 @@ class Write:
 def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[Write]:
     """Time every batch's write statement and keep the ids it changed."""
     writes: list[Write] = []
-    real_write = cleanup_module._write
+    real_write = batches_module._write
 
     def timed_write(conn, action, batch_ids, *, cutoff, now):
         began = time.monotonic()
@@ -157,7 +157,7 @@ def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[Write]:
         writes.append(Write(began, time.monotonic(), tuple(ids)))
         return ids
 
-    monkeypatch.setattr(cleanup_module, "_write", timed_write)
+    monkeypatch.setattr(batches_module, "_write", timed_write)
     return writes
 
 

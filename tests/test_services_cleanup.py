@@ -21,7 +21,7 @@ from regression_tracking.services import (
     read_backup,
     restore_regression_groups,
 )
-from regression_tracking.services import cleanup as cleanup_module
+from regression_tracking.services import batches as batches_module
 from regression_tracking.services.backup import row_to_dict
 from regression_tracking.services.locking import CLEANUP_LOCK_CLASS, SHARD_LOCK_CLASS
 from tests.factories import (
@@ -225,7 +225,7 @@ class TestRaceRule:
 
     def test_every_write_statement_restates_the_predicate(self, world, monkeypatch) -> None:
         statements: list[str] = []
-        real_write = cleanup_module._write
+        real_write = batches_module._write
 
         def spy(conn, action, batch_ids, *, cutoff, now):
             def record(execute, sql, *args):
@@ -235,7 +235,7 @@ class TestRaceRule:
             with conn.execute_wrapper(record):
                 return real_write(conn, action, batch_ids, cutoff=cutoff, now=now)
 
-        monkeypatch.setattr(cleanup_module, "_write", spy)
+        monkeypatch.setattr(batches_module, "_write", spy)
         cleanup_orphaned_regressions(batch_size=2)
         cleanup_orphaned_regressions(action=CleanupAction.DEACTIVATE, min_age=timedelta(0))
         assert len(statements) == 3
@@ -406,8 +406,8 @@ class TestPostgreSQLTwoConnections:
         assert (result.eligible, result.acted) == (3, 2)
 
     def test_locked_rows_make_a_batch_retry_then_skip(self, world, monkeypatch) -> None:
-        monkeypatch.setattr(cleanup_module, "LOCK_TIMEOUT", "100ms")
-        monkeypatch.setattr(cleanup_module, "LOCK_RETRY_PAUSE_SECONDS", 0.01)
+        monkeypatch.setattr(batches_module, "LOCK_TIMEOUT", "100ms")
+        monkeypatch.setattr(batches_module, "LOCK_RETRY_PAUSE_SECONDS", 0.01)
         with _other_connection() as other, other.transaction():
             other.execute(
                 "SELECT id FROM sentry_regressiongroup WHERE id = %s FOR UPDATE",

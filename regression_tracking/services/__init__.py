@@ -15,12 +15,12 @@ from regression_tracking.services.backup import (
     read_backup,
     restore_regression_groups,
 )
+from regression_tracking.services.batches import CleanupAction
 from regression_tracking.services.cleanup import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MIN_AGE,
     MAX_BATCH_SIZE,
     BatchReport,
-    CleanupAction,
     CleanupResult,
     StopReason,
     cleanup_orphaned_regressions,

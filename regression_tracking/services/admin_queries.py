@@ -18,11 +18,8 @@ from django.db.models import Exists, OuterRef, QuerySet, Subquery, TextChoices
 from django.db.models.functions import MD5
 
 from regression_tracking.models import GroupHash, RegressionGroup
-from regression_tracking.services.cleanup import (
-    DEFAULT_MIN_AGE,
-    CleanupAction,
-    cleanup_orphaned_regressions,
-)
+from regression_tracking.services.batches import CleanupAction
+from regression_tracking.services.cleanup import DEFAULT_MIN_AGE, cleanup_orphaned_regressions
 from regression_tracking.services.orphans import OrphanReason, OrphanScope
 
 if TYPE_CHECKING:

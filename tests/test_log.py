@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,8 +23,8 @@ from regression_tracking.services import (
     get_issue_groups_for_regressions,
 )
 from tests.factories import RegressionGroupFactory, issue_hash
+from tests.utils import settings_in_subprocess
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOOKUP_LOGGER = "regression_tracking.services.lookup"
 FAKE_DSN = "https://public@sentry.invalid/1"
 # 2026-11-28T12:00:00.250Z, exact in binary so the milliseconds never round.
@@ -47,24 +45,6 @@ def orphan_record(**extra: Any) -> logging.LogRecord:
     )
     record.created = CREATED
     return record
-
-
-def settings_in_subprocess(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` after django.setup() in a fresh interpreter, with ``env`` as the only extras."""
-    clean_env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("REGRESSION_TRACKING_", "SENTRY_"))
-    }
-    return subprocess.run(
-        [sys.executable, "-c", f"import django\ndjango.setup()\n{code}"],
-        cwd=PROJECT_DIR,
-        env={**clean_env, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 WARN_ORPHAN = (

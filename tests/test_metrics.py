@@ -1,11 +1,7 @@
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +9,7 @@ from regression_tracking import metrics
 from regression_tracking.fingerprints import hash_fingerprint
 from regression_tracking.services import NOT_FOUND_METRIC, bulk_get_groups_from_fingerprints
 from regression_tracking.services.orphans import OrphanReason
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from tests.utils import settings_in_subprocess
 
 
 @pytest.fixture(autouse=True)
@@ -58,24 +53,6 @@ def prometheus_backend(settings) -> metrics.PrometheusBackend:
 def received(server: socket.socket) -> bytes:
     datagram, _ = server.recvfrom(65535)
     return datagram
-
-
-def settings_in_subprocess(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` after django.setup() in a fresh interpreter, with ``env`` as the only extras."""
-    clean_env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("REGRESSION_TRACKING_", "SENTRY_"))
-    }
-    return subprocess.run(
-        [sys.executable, "-c", f"import django\ndjango.setup()\n{code}"],
-        cwd=PROJECT_DIR,
-        env={**clean_env, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 class TestStatsdBackend:

@@ -60,3 +60,21 @@ def run_manage(*args: str, timeout: float = 60, **env: str) -> subprocess.Comple
         timeout=timeout,
         check=False,
     )
+
+
+def settings_in_subprocess(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` after django.setup() in a fresh interpreter, with ``env`` as the only extras."""
+    clean_env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("REGRESSION_TRACKING_", "SENTRY_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-c", f"import django\ndjango.setup()\n{code}"],
+        cwd=ROOT,
+        env={**clean_env, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

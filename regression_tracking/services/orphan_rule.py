@@ -1,0 +1,123 @@
+"""The one definition of an orphan (DESIGN §3), as ORM expressions every reader and writer uses.
+
+A RegressionGroup's *issue key* is ``(project_id, md5(fingerprint))``; its *live group* is a
+GroupHash with that key and a non-null group. An orphan has none; its reason says whether a
+GroupHash with the key exists (its group is NULL: the issue was discarded) or not.
+
+Detection, each cleanup batch's DELETE/UPDATE (the race rule), the admin's filter and columns, the
+versioning deactivation and the lookup's orphan reasons are all built from the functions here.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import (
+    Case,
+    CharField,
+    Exists,
+    Expression,
+    F,
+    Func,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
+from django.db.models.sql.compiler import SQLCompiler
+
+from regression_tracking.models import GroupHash, RegressionGroup
+
+
+class OrphanReason(enum.StrEnum):
+    # No GroupHash has the key: the issue was never created, or deleted with its hashes.
+    MISSING_GROUPHASH = "missing_grouphash"
+    # A GroupHash has the key but no group: the issue was discarded (tombstoned).
+    GROUPHASH_WITHOUT_GROUP = "grouphash_without_group"
+
+    @classmethod
+    def of(cls, *, grouphash_exists: bool) -> OrphanReason:
+        """The reason of an orphan whose issue key does (or does not) have a GroupHash."""
+        return cls.GROUPHASH_WITHOUT_GROUP if grouphash_exists else cls.MISSING_GROUPHASH
+
+
+class IssueHash(Func):
+    """md5 of the text's UTF-8 bytes, lowercase hex: Sentry's ``hash_fingerprint`` of one part.
+
+    PostgreSQL's ``md5(text)`` hashes the text in the database's encoding, so on a LATIN1 database
+    a non-ASCII fingerprint would hash differently from Sentry; ``convert_to(…, 'UTF8')`` hashes
+    its UTF-8 bytes on every encoding. SQLite's ``MD5`` is Django's Python function over
+    ``str.encode()`` (UTF-8).
+    """
+
+    function = "MD5"
+    arity = 1
+    output_field = CharField()
+
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, list[Any]]:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="MD5(CONVERT_TO(%(expressions)s, 'UTF8'))",
+            **extra_context,
+        )
+
+
+def issue_key_grouphashes(
+    *, project_id: Expression | F | None = None, fingerprint: Expression | F | None = None
+) -> QuerySet[GroupHash]:
+    """The GroupHashes with a RegressionGroup's issue key (at most one: the key is unique).
+
+    By default the key is the outer RegressionGroup's (``OuterRef``), for ``Exists``/``Subquery``.
+    """
+    return GroupHash.objects.filter(
+        project_id=project_id if project_id is not None else OuterRef("project_id"),
+        hash=IssueHash(fingerprint if fingerprint is not None else OuterRef("fingerprint")),
+    )
+
+
+def has_live_group() -> Exists:
+    """True when the outer RegressionGroup has a live group: the negation defines an orphan.
+
+    Used negated (``~has_live_group()``), a ``NOT EXISTS`` that PostgreSQL runs as a (parallel)
+    hash anti-join; never ``NOT IN``.
+    """
+    return Exists(issue_key_grouphashes().filter(group__isnull=False))
+
+
+def has_grouphash() -> Exists:
+    """True when a GroupHash has the outer RegressionGroup's issue key, live or not."""
+    return Exists(issue_key_grouphashes())
+
+
+def is_orphan() -> Q:
+    """The orphan predicate as a filter on RegressionGroup querysets."""
+    return Q(~has_live_group())
+
+
+def orphan_reason() -> Case:
+    """The reason of the outer RegressionGroup, assuming it is an orphan (filter on
+    ``is_orphan()`` too)."""
+    return Case(
+        When(has_grouphash(), then=Value(OrphanReason.GROUPHASH_WITHOUT_GROUP.value)),
+        default=Value(OrphanReason.MISSING_GROUPHASH.value),
+        output_field=CharField(),
+    )
+
+
+def eligible_orphans(
+    queryset: QuerySet[RegressionGroup], *, cutoff: datetime, active_only: bool = False
+) -> QuerySet[RegressionGroup]:
+    """The rows of ``queryset`` that are orphans older than ``cutoff`` (and active, if asked).
+
+    Every write statement is built on this, so it re-states the predicate and the age cutoff in
+    SQL (the race rule): a GroupHash committed before the statement runs saves its row.
+    """
+    eligible = queryset.filter(is_orphan(), date_added__lt=cutoff)
+    return eligible.filter(active=True) if active_only else eligible

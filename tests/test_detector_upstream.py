@@ -538,4 +538,4 @@ class TestBreakpointDataAdapter:
     def test_bad_fields_raise(self, field, value, message) -> None:
         data = {**breakpoint_data(ProjectFactory.build(id=1), "1", 1687323600.0), field: value}
         with pytest.raises(ValueError, match=message):
-            from_breakpoint_data(FUNCTION, data)  # type: ignore[arg-type]
+            from_breakpoint_data(FUNCTION, data)

@@ -78,9 +78,9 @@ def test_normal_flow_with_both_records_finds_the_exact_group(caplog) -> None:
     # Another issue in the same project must not be returned instead.
     create_issue_for(RegressionGroupFactory.create(project=regression.project))
     caplog.set_level(logging.INFO, logger="regression_tracking")
-    groups = get_issue_groups_for_regressions([regression])
-    assert groups[regression.id] is not None
-    assert groups[regression.id].id == grouphash.group_id
+    group = get_issue_groups_for_regressions([regression])[regression.id]
+    assert group is not None
+    assert group.id == grouphash.group_id
     assert caplog.records == []
     assert regression.id not in detected_orphans()
 
@@ -120,7 +120,9 @@ def test_bulk_query_over_mixed_states(caplog) -> None:
         discarded.id: None,
         inactive.id: None,
     }
-    warned = {tuple(w["regression_group_ids"]): w["reason"] for w in missing_issue_warnings(caplog)}  # type: ignore[arg-type]
+    warned: dict[tuple[object, ...], object] = {
+        tuple(w["regression_group_ids"]): w["reason"] for w in missing_issue_warnings(caplog)
+    }
     assert warned == {
         (never.id,): "missing_grouphash",
         (discarded.id,): "grouphash_without_group",

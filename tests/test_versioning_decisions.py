@@ -162,7 +162,7 @@ class TestThresholds:
             )
         assert detector_for(RegressionType.FUNCTION) is FUNCTION_DETECTOR
         with pytest.raises(ValueError, match="unknown regression type"):
-            detector_for(7)  # type: ignore[arg-type]
+            detector_for(7)
 
     def test_grace_period_is_the_cleanup_s(self) -> None:
         assert ORPHAN_MIN_AGE == GRACE_PERIOD

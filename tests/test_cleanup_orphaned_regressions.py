@@ -385,7 +385,7 @@ class TestShardsMetricsAndProgress:
 
     @pytest.mark.parametrize("value", ["3/3", "1", "a/b", "0/0", "0/2000", "-1/2"])
     def test_bad_shard(self, value) -> None:
-        with pytest.raises(CommandError, match="argument --shard: (invalid shard|must be k/n)"):
+        with pytest.raises(CommandError, match=r"argument --shard: (invalid shard|must be k/n)"):
             run(f"--shard={value}")
 
     def test_metrics_textfile(self, world, tmp_path) -> None:

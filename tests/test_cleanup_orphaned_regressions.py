@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, models
 from django.utils import timezone
 
 from regression_tracking.management.commands.cleanup_orphaned_regressions import (
@@ -21,6 +21,7 @@ from regression_tracking.management.commands.cleanup_orphaned_regressions import
 from regression_tracking.models import RegressionGroup, RegressionType
 from regression_tracking.services.backup import row_to_dict
 from regression_tracking.services.locking import CLEANUP_LOCK_CLASS
+from regression_tracking.services.projects import unknown_project_ids
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,
@@ -438,3 +439,26 @@ class TestExactOptions:
                 cursor.execute("DELETE FROM sentry_project WHERE id = %s", [project.id])
             assert "deleted: 1\n" in run("--project", str(project.id))
         assert stray.id not in remaining()
+
+
+class TestProjectSelector:
+    def test_unknown_project_ids_keeps_the_order_given(self, world) -> None:
+        project = ProjectFactory.create()
+        assert unknown_project_ids([424242, project.id, 7777777]) == [424242, 7777777]
+
+    def test_a_deleted_project_with_regression_groups_is_known(self, world) -> None:
+        stray = RegressionGroupFactory.create(date_added=days_ago(2))
+        with connection.constraint_checks_disabled():
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM sentry_project WHERE id = %s", [stray.project_id])
+            assert unknown_project_ids([stray.project_id]) == []
+
+    def test_the_options_module_queries_nothing(self) -> None:
+        """Issue 12 #4: the --project check was a query in management/options.py."""
+        from regression_tracking.management import options
+
+        assert not [
+            name
+            for name, value in vars(options).items()
+            if isinstance(value, type) and issubclass(value, models.Model)
+        ]

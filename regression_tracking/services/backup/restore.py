@@ -23,7 +23,7 @@ from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transacti
 
 from regression_tracking.models import Project, RegressionGroup
 from regression_tracking.output_files import special_kind
-from regression_tracking.services.backup.rows import parse_lines, read_lines
+from regression_tracking.services.backup.rows import parse_lines, parse_lines_values, read_lines
 
 # Rows looked up or inserted per statement when restoring.
 RESTORE_CHUNK_SIZE = 1000
@@ -124,9 +124,9 @@ def restore_backup_file(
     ids = array("q")
     project_ids: set[int] = set()
     with open(path, "rb") as file:
-        for _line_number, row in parse_lines(read_lines(file)):
-            ids.append(row.id)
-            project_ids.add(row.project_id)
+        for _line_number, values in parse_lines_values(read_lines(file)):
+            ids.append(values["id"])
+            project_ids.add(values["project_id"])
     superseded = _superseded_positions(ids)
     del ids
 
@@ -234,10 +234,12 @@ def _insert(
                 id__in=ids
             ).values_list("id", "type", "project_id", "fingerprint", "version")
         }
-        # A superset of the rows holding one of the chunk's unique keys, by two indexed columns.
+        # A superset of the rows holding one of the chunk's unique keys: IN lists over the unique
+        # index's leading columns, so it is an index scan, never a scan of the table.
         by_key: dict[UniqueKey, int] = {
             (row_type, project_id, fingerprint, version): row_id
             for row_id, row_type, project_id, fingerprint, version in manager.filter(
+                type__in={row.type for _line, row in in_projects},
                 project_id__in={row.project_id for _line, row in in_projects},
                 fingerprint__in={row.fingerprint for _line, row in in_projects},
             ).values_list("id", "type", "project_id", "fingerprint", "version")

@@ -11,9 +11,10 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from functools import cache
 from typing import IO, Any
 
-from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import Field, ForeignKey
 from django.utils.dateparse import parse_datetime
 
@@ -142,20 +143,38 @@ _PARSERS: dict[str, Callable[[Field[Any, Any], object], Any]] = {
 }
 
 
+@cache
+def _int_bounds(field: Field[Any, Any]) -> tuple[int | None, int | None]:
+    """The column's range, read once from the validators of the field that stores it."""
+    low = high = None
+    for validator in _stored_as(field).validators:
+        if isinstance(validator, MinValueValidator):
+            low = int(validator.limit_value)
+        elif isinstance(validator, MaxValueValidator):
+            high = int(validator.limit_value)
+    return low, high
+
+
 def _column_value(field: Field[Any, Any], value: object) -> Any:
     parsed = _PARSERS[field.get_internal_type()](field, value)
     if isinstance(parsed, int) and not isinstance(parsed, bool):
         # The column's range: what the database can store, checked here so a bad value names
         # its line instead of failing the insert (or, on SQLite, overflowing in the driver).
-        try:
-            _stored_as(field).run_validators(parsed)
-        except ValidationError as error:
-            raise _BadValue(error.messages[0]) from None
+        low, high = _int_bounds(field)
+        if low is not None and parsed < low:
+            raise _BadValue(f"must be at least {low}")
+        if high is not None and parsed > high:
+            raise _BadValue(f"must be at most {high}")
     return parsed
 
 
-def parse_row(line_number: int, line: str) -> RegressionGroup:
-    """The row on ``line``, every column checked; ``BackupFormatError`` names the first problem."""
+@cache
+def _fields() -> dict[str, Field[Any, Any]]:
+    return {field.column: field for field in columns()}
+
+
+def parse_values(line_number: int, line: str) -> dict[str, Any]:
+    """The row on ``line`` as model field values, every column checked (``BackupFormatError``)."""
     try:
         data = json.loads(line)
     except json.JSONDecodeError as error:
@@ -164,12 +183,12 @@ def parse_row(line_number: int, line: str) -> RegressionGroup:
         raise BackupFormatError(line_number, "not valid JSON (nested too deep)") from None
     if not isinstance(data, dict):
         raise BackupFormatError(line_number, "not a JSON object")
-    fields = {field.column: field for field in columns()}
-    missing = sorted(set(fields) - set(data))
-    unknown = sorted(set(data) - set(fields))
-    if missing:
-        raise BackupFormatError(line_number, f"missing columns: {', '.join(missing)}")
-    if unknown:
+    fields = _fields()
+    if data.keys() != fields.keys():
+        missing = sorted(set(fields) - set(data))
+        unknown = sorted(set(data) - set(fields))
+        if missing:
+            raise BackupFormatError(line_number, f"missing columns: {', '.join(missing)}")
         shown = ", ".join(_show(name) if not name.isidentifier() else name for name in unknown)
         raise BackupFormatError(line_number, f"unknown columns: {shown}")
     values: dict[str, Any] = {}
@@ -191,7 +210,12 @@ def parse_row(line_number: int, line: str) -> RegressionGroup:
             raise BackupFormatError(
                 line_number, f"{column}: {_show(value)} is not a valid value ({problem})"
             ) from None
-    return RegressionGroup(**values)
+    return values
+
+
+def parse_row(line_number: int, line: str) -> RegressionGroup:
+    """The row on ``line``, every column checked; ``BackupFormatError`` names the first problem."""
+    return RegressionGroup(**parse_values(line_number, line))
 
 
 def is_backup_row(data: bytes) -> bool:
@@ -237,7 +261,13 @@ def decode_lines(lines: Iterable[bytes]) -> Iterator[str]:
 
 
 def parse_lines(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, RegressionGroup]]:
-    """(line number, row) for every non-blank line; raises at the first bad one.
+    """(line number, row) for every non-blank line; raises at the first bad one (see below)."""
+    for line_number, values in parse_lines_values(lines):
+        yield line_number, RegressionGroup(**values)
+
+
+def parse_lines_values(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, field values) for every non-blank line; raises at the first bad one.
 
     A last line without its newline is kept when it parses as a row (an editor or a copy dropped
     the newline); one that does not is a write cut short, refused rather than guessed at.
@@ -250,7 +280,7 @@ def parse_lines(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, Regress
                 json.loads(line)
             except (json.JSONDecodeError, RecursionError):
                 raise BackupFormatError(line_number, "truncated line") from None
-        yield line_number, parse_row(line_number, line)
+        yield line_number, parse_values(line_number, line)
 
 
 def read_backup(lines: Iterable[str]) -> list[RegressionGroup]:

@@ -452,6 +452,7 @@ class TestProjectSelector:
             with connection.cursor() as cursor:
                 cursor.execute("DELETE FROM sentry_project WHERE id = %s", [stray.project_id])
             assert unknown_project_ids([stray.project_id]) == []
+            stray.delete()
 
     def test_the_options_module_queries_nothing(self) -> None:
         """Issue 12 #4: the --project check was a query in management/options.py."""

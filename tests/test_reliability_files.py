@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ def test_backup_and_textfile_naming_one_file_is_a_usage_error(
 
 
 @pytest.fixture
-def special_files(tmp_path: Path) -> dict[str, Path]:
+def special_files(tmp_path: Path) -> Iterator[dict[str, Path]]:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     sock_path = tmp_path / "sock"

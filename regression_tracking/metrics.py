@@ -100,22 +100,63 @@ class StatsdBackend:
     """Sends ``<prefix>.<key>[.<tag>_<value>…]:<amount>|c`` over UDP to the configured statsd.
 
     Host, port and prefix come from ``REGRESSION_TRACKING_STATSD_HOST``/``_PORT``/``_PREFIX``; an
-    empty prefix sends bare keys. Sending is fire-and-forget: an unreachable server loses counts
-    and never raises.
+    empty prefix sends bare keys; a host with a colon is IPv6. Sending is fire-and-forget: an
+    unreachable server loses counts, and a host that does not resolve (or an address family the
+    machine lacks) is logged once and looked up again at most every ``RETRY_SECONDS``: neither the
+    constructor nor ``incr`` raises.
     """
 
+    RETRY_SECONDS = 60.0
+
     def __init__(self) -> None:
-        self.client = StatsClient(
-            host=settings.REGRESSION_TRACKING_STATSD_HOST,
-            port=settings.REGRESSION_TRACKING_STATSD_PORT,
-            prefix=settings.REGRESSION_TRACKING_STATSD_PREFIX or None,
-        )
+        self.host: str = settings.REGRESSION_TRACKING_STATSD_HOST
+        self.port: int = settings.REGRESSION_TRACKING_STATSD_PORT
+        self.prefix: str | None = settings.REGRESSION_TRACKING_STATSD_PREFIX or None
+        self.client: StatsClient | None = None
+        self._retry_at = 0.0
+        self._connect()
+
+    def _connect(self) -> StatsClient | None:
+        import time
+
+        if self.client is None and time.monotonic() >= self._retry_at:
+            try:
+                self.client = StatsClient(
+                    host=self.host, port=self.port, prefix=self.prefix, ipv6=":" in self.host
+                )
+            except (OSError, UnicodeError, ValueError, OverflowError) as error:
+                self._retry_at = time.monotonic() + self.RETRY_SECONDS
+                _warn_once(
+                    "regression_tracking.metrics.statsd_unavailable",
+                    error,
+                    host=self.host,
+                    port=self.port,
+                )
+        return self.client
 
     def incr(self, key: str, amount: int, tags: Tags | None) -> None:
-        self.client.incr(statsd_name(key, tags), amount)
+        client = self._connect()
+        if client is not None:
+            client.incr(statsd_name(key, tags), amount)
 
     def close(self) -> None:
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
+
+
+# Warnings already logged by this process: a broken backend is said once, not once per count.
+_warned: set[str] = set()
+
+
+def _warn_once(message: str, error: BaseException, **context: object) -> None:
+    import logging
+
+    if message in _warned:
+        return
+    _warned.add(message)
+    logging.getLogger(__name__).warning(
+        message, extra={**context, "error": f"{type(error).__name__}: {error}"}
+    )
 
 
 def prometheus_name(key: str) -> str:
@@ -207,7 +248,11 @@ def _reset_backend(*, setting: str, **kwargs: object) -> None:
 def incr(key: str, amount: int = 1, tags: Tags | None = None) -> None:
     """Add ``amount`` to the counter ``key``."""
     _process_counts.incr(key, amount, tags)
-    get_backend().incr(key, amount, tags)
+    try:
+        get_backend().incr(key, amount, tags)
+    except Exception as error:
+        # Metrics never take the job down: the count is lost, said once, and the caller goes on.
+        _warn_once("regression_tracking.metrics.backend_failed", error, key=key)
 
 
 def reset_process_counts() -> None:
@@ -222,8 +267,14 @@ def write_textfile(path: str | os.PathLike[str]) -> None:
     """Write the counters in node_exporter's textfile format, atomically (temp file, rename).
 
     The registry of the configured backend when it is a ``PrometheusBackend``, else every count
-    this process recorded. node_exporter reads only files whose name ends in ``.prom``.
+    this process recorded. node_exporter reads only files whose name ends in ``.prom``. A symlink
+    is followed: its target is replaced, beside which the temporary file is written. Anything
+    but a regular file there (``/dev/null``, a FIFO, a directory) is never replaced:
+    ``OutputFileError``.
     """
+    from regression_tracking.output_files import check_output_file
+
+    target = check_output_file(path).target
     backend = get_backend()
     counts = backend if isinstance(backend, PrometheusBackend) else _process_counts
-    write_to_textfile(os.fspath(path), counts.registry)
+    write_to_textfile(os.fspath(target), counts.registry)

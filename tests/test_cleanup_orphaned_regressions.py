@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, models
 from django.utils import timezone
 
 from regression_tracking.management.commands.cleanup_orphaned_regressions import (
@@ -21,6 +21,7 @@ from regression_tracking.management.commands.cleanup_orphaned_regressions import
 from regression_tracking.models import RegressionGroup, RegressionType
 from regression_tracking.services.backup import row_to_dict
 from regression_tracking.services.locking import CLEANUP_LOCK_CLASS
+from regression_tracking.services.projects import unknown_project_ids
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,
@@ -239,19 +240,22 @@ class TestBadInput:
     @pytest.mark.parametrize(
         ("args", "message"),
         [
-            (["--batch-size", "0"], "argument --batch-size: must be at least 1"),
-            (["--batch-size", "-5"], "argument --batch-size: must be at least 1"),
+            (["--batch-size", "0"], "argument --batch-size: must be between 1 and 10000, got 0"),
+            (["--batch-size", "-5"], "argument --batch-size: must be between 1 and 10000, got -5"),
             (["--batch-size", "ten"], "argument --batch-size: invalid integer 'ten'"),
-            (["--batch-size", "10001"], "--batch-size must be at most 10000"),
+            (["--batch-size", "10001"], "argument --batch-size: must be between 1 and 10000"),
             (["--max-rows", "0"], "argument --max-rows: must be at least 1"),
             (["--max-rows", "9" * 30], "argument --max-rows: '9999"),
             (["--min-age", "5"], "argument --min-age: invalid duration '5'"),
             (["--min-age=-1h"], "argument --min-age: invalid duration '-1h'"),
             (["--min-age", "1w"], "argument --min-age: invalid duration '1w'"),
             (["--min-age", "99999999999d"], "argument --min-age: duration '99999999999d' is too"),
-            (["--max-runtime", "0"], "argument --max-runtime: duration must be more than 0"),
-            (["--sleep", "-1"], "argument --sleep: must be between 0 and 3600"),
-            (["--sleep", "nan"], "argument --sleep: must be between 0 and 3600"),
+            (["--max-runtime", "0"], "argument --max-runtime: must be positive"),
+            (["--sleep", "-1"], "argument --sleep: must not be negative, got -1.0"),
+            (["--sleep", "3601"], "argument --sleep: must be at most 3600 seconds"),
+            (["--sleep", "nan"], "argument --sleep: invalid number 'nan'"),
+            (["--min-age", "\u0667d"], "argument --min-age: invalid duration"),
+            (["--batch-size", "\u0661\u0660"], "argument --batch-size: invalid integer"),
             (["--start-after-id", "-1"], "argument --start-after-id: must be at least 0"),
             (["--project", "1; DROP TABLE x"], "argument --project: invalid integer"),
             (["--project", "0"], "argument --project: must be at least 1"),
@@ -280,7 +284,7 @@ class TestBadInput:
 
     def test_backup_in_a_missing_folder(self, world, tmp_path) -> None:
         path = tmp_path / "missing" / "b.jsonl"
-        with pytest.raises(CommandError, match=r"--backup: cannot append to .*No such file"):
+        with pytest.raises(CommandError, match=r"--backup: cannot write to .*No such file"):
             run("--backup", str(path))
         with pytest.raises(CommandError, match="--backup: cannot write to"):
             run("--backup", str(path), "--dry-run")
@@ -382,7 +386,7 @@ class TestShardsMetricsAndProgress:
 
     @pytest.mark.parametrize("value", ["3/3", "1", "a/b", "0/0", "0/2000", "-1/2"])
     def test_bad_shard(self, value) -> None:
-        with pytest.raises(CommandError, match="argument --shard: invalid shard"):
+        with pytest.raises(CommandError, match=r"argument --shard: (invalid shard|must be k/n)"):
             run(f"--shard={value}")
 
     def test_metrics_textfile(self, world, tmp_path) -> None:
@@ -435,3 +439,27 @@ class TestExactOptions:
                 cursor.execute("DELETE FROM sentry_project WHERE id = %s", [project.id])
             assert "deleted: 1\n" in run("--project", str(project.id))
         assert stray.id not in remaining()
+
+
+class TestProjectSelector:
+    def test_unknown_project_ids_keeps_the_order_given(self, world) -> None:
+        project = ProjectFactory.create()
+        assert unknown_project_ids([424242, project.id, 7777777]) == [424242, 7777777]
+
+    def test_a_deleted_project_with_regression_groups_is_known(self, world) -> None:
+        stray = RegressionGroupFactory.create(date_added=days_ago(2))
+        with connection.constraint_checks_disabled():
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM sentry_project WHERE id = %s", [stray.project_id])
+            assert unknown_project_ids([stray.project_id]) == []
+            stray.delete()
+
+    def test_the_options_module_queries_nothing(self) -> None:
+        """Issue 12 #4: the --project check was a query in management/options.py."""
+        from regression_tracking.management import options
+
+        assert not [
+            name
+            for name, value in vars(options).items()
+            if isinstance(value, type) and issubclass(value, models.Model)
+        ]

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import socket
+import stat
 from collections.abc import Iterator
+from io import StringIO
+from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
 from regression_tracking import metrics
 from regression_tracking.fingerprints import hash_fingerprint
+from regression_tracking.output_files import OutputFileError
 from regression_tracking.services import NOT_FOUND_METRIC, bulk_get_groups_from_fingerprints
 from regression_tracking.services.orphans import OrphanReason
+from tests.reliability import build_world
 from tests.utils import settings_in_subprocess
 
 
@@ -256,3 +265,112 @@ class TestSettings:
             "django.core.exceptions.ImproperlyConfigured: "
             "REGRESSION_TRACKING_STATSD_PORT must be a port number, not 'eighty'"
         )
+
+
+@pytest.fixture
+def fresh_warnings() -> Iterator[None]:
+    """Each test sees the once-per-process warnings afresh."""
+    metrics._warned.clear()
+    yield
+    metrics._warned.clear()
+
+
+def _metric_warnings(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "regression_tracking.metrics"]
+
+
+class TestMetricsNeverTakeTheJobDown:
+    """Issue 11 #6: an unresolvable statsd host was a traceback, after detection or in a lookup."""
+
+    @pytest.mark.parametrize(
+        "host", ["statsd.invalid", "::1", "", "bad host name", "\u00e9.invalid"]
+    )
+    def test_statsd_host_that_cannot_be_used_never_raises_and_warns_once(
+        self, settings, caplog, fresh_warnings, host
+    ) -> None:
+        caplog.set_level(logging.WARNING, logger="regression_tracking.metrics")
+        settings.REGRESSION_TRACKING_METRICS_BACKEND = "regression_tracking.metrics.StatsdBackend"
+        settings.REGRESSION_TRACKING_STATSD_HOST = host
+        backend = metrics.get_backend()
+        assert isinstance(backend, metrics.StatsdBackend)
+        for _ in range(3):
+            metrics.incr("some.key", amount=2, tags={"reason": "x"})
+        warnings = _metric_warnings(caplog)
+        assert len(warnings) <= 1
+        if backend.client is None:
+            assert [w.getMessage() for w in warnings] == [
+                "regression_tracking.metrics.statsd_unavailable"
+            ]
+            assert warnings[0].__dict__["host"] == host
+        backend.close()
+
+    def test_lookup_with_an_unresolvable_statsd_host_returns_its_answer(
+        self, settings, caplog, fresh_warnings, db
+    ) -> None:
+        caplog.set_level(logging.WARNING, logger="regression_tracking")
+        settings.REGRESSION_TRACKING_METRICS_BACKEND = "regression_tracking.metrics.StatsdBackend"
+        settings.REGRESSION_TRACKING_STATSD_HOST = "statsd.invalid"
+        assert bulk_get_groups_from_fingerprints([(1, hash_fingerprint(["a"]))]) == {}
+        assert bulk_get_groups_from_fingerprints([(2, hash_fingerprint(["b"]))]) == {}
+        assert [w.getMessage() for w in _metric_warnings(caplog)] == [
+            "regression_tracking.metrics.statsd_unavailable"
+        ]
+
+    def test_any_backend_error_is_logged_once_and_the_count_kept_for_the_textfile(
+        self, settings, caplog, fresh_warnings, tmp_path
+    ) -> None:
+        caplog.set_level(logging.WARNING, logger="regression_tracking.metrics")
+        settings.REGRESSION_TRACKING_METRICS_BACKEND = "tests.test_metrics.BrokenBackend"
+        for _ in range(3):
+            metrics.incr("some.key")
+        (warning,) = _metric_warnings(caplog)
+        assert warning.getMessage() == "regression_tracking.metrics.backend_failed"
+        assert warning.__dict__["error"] == "OSError: [Errno 101] Network is unreachable"
+        path = tmp_path / "m.prom"
+        metrics.write_textfile(path)
+        assert "regression_tracking_some_key_total 3.0" in path.read_text()
+
+    def test_the_cleanup_finishes_with_an_unresolvable_statsd_host(
+        self, settings, caplog, fresh_warnings, db
+    ) -> None:
+        caplog.set_level(logging.WARNING, logger="regression_tracking")
+        settings.REGRESSION_TRACKING_METRICS_BACKEND = "regression_tracking.metrics.StatsdBackend"
+        settings.REGRESSION_TRACKING_STATSD_HOST = "statsd.invalid"
+        build_world(orphans=3, projects=1)
+        out = StringIO()
+        call_command("cleanup_orphaned_regressions", stdout=out)
+        assert "deleted: 3\n" in out.getvalue()
+        assert len(_metric_warnings(caplog)) == 1
+
+
+class BrokenBackend:
+    def incr(self, key: str, amount: int, tags: metrics.Tags | None) -> None:
+        raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+
+
+class TestTextfileTargets:
+    def test_a_symlink_is_followed_and_kept(self, tmp_path) -> None:
+        target = tmp_path / "real.prom"
+        link = tmp_path / "link.prom"
+        link.symlink_to(target)
+        metrics.incr("some.key")
+        metrics.write_textfile(link)
+        assert link.is_symlink()
+        assert "regression_tracking_some_key_total 1.0" in target.read_text()
+
+    @pytest.mark.parametrize("kind", ["fifo", "dev-null", "directory", "link-to-dev-null"])
+    def test_a_file_that_is_not_regular_is_never_replaced(self, tmp_path, kind) -> None:
+        path = tmp_path / kind
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "directory":
+            path.mkdir()
+        elif kind == "link-to-dev-null":
+            path.symlink_to("/dev/null")
+        else:
+            path = Path("/dev/null")
+        mode = os.stat(path).st_mode
+        with pytest.raises(OutputFileError, match=" is a "):
+            metrics.write_textfile(path)
+        assert os.stat(path).st_mode == mode
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from regression_tracking.fingerprints import generate_fingerprint, hash_fingerprint
@@ -19,6 +19,53 @@ from regression_tracking.models import (
 )
 
 DEMO_ORGANIZATION_SLUG = "demo"
+# The demo's mark: only an organization with this slug *and* this name was loaded here, and only
+# that one is ever replaced.
+DEMO_ORGANIZATION_NAME = "Demo (regression_tracking load_demo_data)"
+# Tables a database made by ``migrate`` holds besides the models' own.
+_MIGRATE_TABLES = frozenset({"django_migrations"})
+# How many names an error message lists.
+_SHOWN = 5
+
+
+class DemoRefused(ValueError):
+    """The database holds data the demo did not create: loading would mix with (or delete) it."""
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:_SHOWN]) + (
+        f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    )
+
+
+def _check_demo_database(*, replace: bool, using: str) -> bool:
+    """Whether the demo is loaded; ``DemoRefused`` when the database holds anything else."""
+    introspection = connections[using].introspection
+    foreign_tables = sorted(
+        set(introspection.table_names())
+        - set(introspection.django_table_names(only_existing=True, include_views=True))
+        - _MIGRATE_TABLES
+    )
+    if foreign_tables:
+        raise DemoRefused(
+            "the database has tables this project did not create (a Sentry database?): "
+            f"{_shown(foreign_tables)}; load the demo into a database of its own"
+        )
+    organizations = Organization.objects.using(using)
+    others = sorted(
+        organizations.exclude(slug=DEMO_ORGANIZATION_SLUG, name=DEMO_ORGANIZATION_NAME).values_list(
+            "slug", flat=True
+        )
+    )
+    if others:
+        raise DemoRefused(
+            f"the database holds organizations the demo did not load: {_shown(others)}; "
+            "load the demo into a database of its own"
+        )
+    loaded = organizations.filter(slug=DEMO_ORGANIZATION_SLUG).exists()
+    if loaded and not replace:
+        raise DemoRefused("the demo organization is loaded already; --replace loads it afresh")
+    return loaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,14 +75,22 @@ class DemoSummary:
     grouphashes: int
 
 
-def load_demo_data(*, using: str = DEFAULT_DB_ALIAS) -> DemoSummary:
-    """Replace the demo organization with a fresh copy of the demo dataset (idempotent)."""
+def load_demo_data(*, replace: bool = False, using: str = DEFAULT_DB_ALIAS) -> DemoSummary:
+    """Load the demo organization into a database that holds nothing else.
+
+    Refuses (``DemoRefused``, nothing changed) a database with tables or organizations the demo did
+    not create, and one where the demo is loaded already unless ``replace``: then only the demo's
+    own organization (its slug and its mark) is deleted and loaded afresh.
+    """
     now = timezone.now()
     three_days_ago = now - timedelta(days=3)
     with transaction.atomic(using=using):
-        Organization.objects.using(using).filter(slug=DEMO_ORGANIZATION_SLUG).delete()
+        if _check_demo_database(replace=replace, using=using):
+            Organization.objects.using(using).filter(
+                slug=DEMO_ORGANIZATION_SLUG, name=DEMO_ORGANIZATION_NAME
+            ).delete()
         organization = Organization.objects.using(using).create(
-            name="Demo", slug=DEMO_ORGANIZATION_SLUG
+            name=DEMO_ORGANIZATION_NAME, slug=DEMO_ORGANIZATION_SLUG
         )
         backend, frontend = (
             Project.objects.using(using).create(organization=organization, slug=slug, name=name)

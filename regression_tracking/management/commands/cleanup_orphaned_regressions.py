@@ -21,22 +21,23 @@ from regression_tracking.management.options import (
     DURATION_HELP,
     ExactOptionsCommand,
     check_database,
-    check_projects,
-    check_writable_file,
-    non_negative_float,
-    non_negative_int,
-    open_backup,
+    id_cursor,
+    id_value,
+    integer,
+    output_files,
     parse_duration,
     parse_shard,
-    positive_duration,
-    positive_int,
+    seconds,
+    usage_error,
 )
 from regression_tracking.models import RegressionType
+from regression_tracking.output_files import OutputFileError
 from regression_tracking.services import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MIN_AGE,
     MAX_BATCH_SIZE,
     BackupWriteError,
+    BackupWriter,
     BatchReport,
     CleanupAction,
     CleanupAlreadyRunning,
@@ -45,6 +46,8 @@ from regression_tracking.services import (
     OrphanScope,
     cleanup_orphaned_regressions,
 )
+from regression_tracking.services.backup import BackupRefusedError
+from regression_tracking.services.projects import unknown_project_ids
 
 # Exit status when another run holds the lock (1 is an error, 2 a usage error).
 EXIT_LOCKED = 3
@@ -83,7 +86,7 @@ class Command(ExactOptionsCommand):
         )
         parser.add_argument(
             "--project",
-            type=positive_int,
+            type=id_value,
             action="append",
             dest="projects",
             metavar="ID",
@@ -97,34 +100,34 @@ class Command(ExactOptionsCommand):
         )
         parser.add_argument(
             "--batch-size",
-            type=positive_int,
+            type=integer,
             default=DEFAULT_BATCH_SIZE,
             metavar="N",
             help=f"Rows per write transaction, 1 to {MAX_BATCH_SIZE}. Default: %(default)s.",
         )
         parser.add_argument(
             "--max-rows",
-            type=positive_int,
+            type=integer,
             metavar="N",
             help="Stop after acting on N rows (resume later with --start-after-id or a plain "
             "rerun). Default: no limit.",
         )
         parser.add_argument(
             "--max-runtime",
-            type=positive_duration,
+            type=parse_duration,
             metavar="DURATION",
             help="Start no new batch after this long. Same units as --min-age. Default: no limit.",
         )
         parser.add_argument(
             "--sleep",
-            type=non_negative_float,
+            type=seconds,
             default=0.0,
             metavar="SECONDS",
             help="Pause between batches to spare a busy database. Default: 0.",
         )
         parser.add_argument(
             "--start-after-id",
-            type=non_negative_int,
+            type=id_cursor,
             metavar="ID",
             help="Resume: only regression groups with an id greater than ID (the 'last id' a "
             "stopped run printed).",
@@ -186,26 +189,40 @@ class Command(ExactOptionsCommand):
         **options: Any,
     ) -> None:
         check_database(database)
-        if batch_size > MAX_BATCH_SIZE:
-            raise CommandError(f"--batch-size must be at most {MAX_BATCH_SIZE}, got {batch_size}")
         scope = OrphanScope(
             project_ids=tuple(sorted(set(projects))) if projects else None,
             regression_type=RegressionType[regression_type.upper()] if regression_type else None,
             after_id=start_after_id,
             shard=shard,
         )
-        check_writable_file("--metrics-textfile", metrics_textfile)
+        # Only looked at: nothing is opened or created before the run holds its lock and has
+        # read the database (the backup is opened by its first write, inside the first batch).
+        output_files({"--backup": backup, "--metrics-textfile": metrics_textfile})
+        try:
+            if scope.project_ids and (
+                missing := unknown_project_ids(scope.project_ids, using=database)
+            ):
+                raise CommandError(
+                    "--project: no project and no regression groups with id "
+                    + ", ".join(map(str, missing))
+                )
+        except DatabaseError as error:
+            raise CommandError(f"database error: {error}".strip()) from error
+        backup_writer = None
+        if backup is not None and not dry_run:
+            try:
+                backup_writer = BackupWriter(backup)
+            except OutputFileError as error:
+                raise CommandError(f"--backup: {error}") from error
         if metrics_textfile is not None:
             metrics.reset_process_counts()
-        try:
-            if scope.project_ids:
-                check_projects(scope.project_ids, database)
-            backup_writer = open_backup(backup, dry_run=dry_run)
-        except DatabaseError as error:
-            raise CommandError(f"database error: {error}") from error
 
         self._progress_shown = False
+        self._batches_run = 0
+        self._dry_run = dry_run
         report_batch = self._batch_reporter(verbosity, output_format, action, dry_run)
+        result: CleanupResult | None = None
+        textfile_error = ""
         try:
             with backup_writer or nullcontext(), _stop_on_signals() as stop_requested:
                 result = cleanup_orphaned_regressions(
@@ -222,6 +239,12 @@ class Command(ExactOptionsCommand):
                     on_batch=report_batch,
                     should_stop=stop_requested.is_set,
                 )
+        except ValueError as error:
+            if not isinstance(error, BackupRefusedError):
+                raise usage_error(error) from error
+            raise CommandError(
+                f"--backup: {error}; nothing was changed{self._batches_hint()}"
+            ) from error
         except CleanupAlreadyRunning as error:
             raise CommandError(
                 f"another cleanup_orphaned_regressions run is in progress on database "
@@ -232,25 +255,44 @@ class Command(ExactOptionsCommand):
             connection = connections[database]
             if not connection.is_usable():
                 connection.close()
-            raise CommandError(
-                f"database error: {error}".strip() + " (finished batches stay done; rerun to "
-                "finish the job)"
-            ) from error
+            raise CommandError(f"database error: {error}".strip() + self._batches_hint()) from error
         except BackupWriteError as error:
             raise CommandError(
                 f"--backup: cannot write to {backup}: {error.strerror}; the batch being written "
-                "was not committed (finished batches stay done; rerun to finish the job)"
+                f"was not committed{self._batches_hint()}"
             ) from error
         finally:
             if self._progress_shown:
                 self.stderr.write("")
-            if metrics_textfile is not None:
-                metrics.write_textfile(metrics_textfile)
-
+            # Only a run that held its lock and read the database reports: a refused run (exit
+            # 3), a run that could not connect or was given bad input leaves the file as it was.
+            if metrics_textfile is not None and (result is not None or self._batches_run):
+                textfile_error = self._write_textfile(metrics_textfile, failed=result is None)
+        if textfile_error:
+            raise CommandError(textfile_error)
+        assert result is not None
         if output_format == "json":
             self.stdout.write(json.dumps(result.as_dict()))
         elif verbosity >= 1:
             self.stdout.write(format_summary(result, min_age))
+
+    def _write_textfile(self, path: str, *, failed: bool) -> str:
+        """Write the textfile; what went wrong, if anything (printed at once if the run failed)."""
+        try:
+            metrics.write_textfile(path)
+        except (OutputFileError, OSError) as error:
+            problem = getattr(error, "problem", None) or getattr(error, "strerror", None)
+            message = f"--metrics-textfile: cannot write to {path}: {problem}"
+            if failed:
+                self.stderr.write(message)
+            return message
+        return ""
+
+    def _batches_hint(self) -> str:
+        """Said only when batches committed: they stay done, and a rerun picks up the rest."""
+        if not self._batches_run or self._dry_run:
+            return ""
+        return " (finished batches stay done; rerun to finish the job)"
 
     def _batch_reporter(
         self, verbosity: int, output_format: str, action: str, dry_run: bool
@@ -261,6 +303,7 @@ class Command(ExactOptionsCommand):
         show_progress = output_format == "text" and verbosity >= 1 and self.stderr.isatty()
 
         def report(batch: BatchReport) -> None:
+            self._batches_run += 1
             if verbosity >= 2 and output_format == "text":
                 if batch.skipped:
                     outcome = "skipped: rows locked by another transaction"

@@ -1,30 +1,47 @@
-"""``manage.py load_demo_data``: (re)load the demo organization for a first look at the cleanup."""
+"""``manage.py load_demo_data``: load the demo organization for a first look at the cleanup."""
 
 from __future__ import annotations
 
 from argparse import ArgumentParser
 from typing import Any
 
+from django.core.management.base import CommandError
+from django.db import DatabaseError
+
 from regression_tracking.management.options import ExactOptionsCommand, check_database
-from regression_tracking.services.demo import DEMO_ORGANIZATION_SLUG, load_demo_data
+from regression_tracking.services.demo import DEMO_ORGANIZATION_SLUG, DemoRefused, load_demo_data
 
 
 class Command(ExactOptionsCommand):
     help = (
-        f'Replace the "{DEMO_ORGANIZATION_SLUG}" organization with a small dataset holding '
-        "linked regressions, each kind of orphan, a too-recent orphan and old inactive versions."
+        f'Load the "{DEMO_ORGANIZATION_SLUG}" organization, a small dataset holding linked '
+        "regressions, each kind of orphan, a too-recent orphan and old inactive versions, into a "
+        "database that holds nothing else."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--replace",
+            action="store_true",
+            help="Load the demo afresh when it is loaded already (only the demo's own "
+            "organization is deleted). Default: refuse.",
+        )
         parser.add_argument(
             "--database",
             default="default",
             help='The database to load into, by its alias in DATABASES. Default: "default".',
         )
 
-    def handle(self, *, database: str, verbosity: int, **options: Any) -> None:
+    def handle(self, *, replace: bool, database: str, verbosity: int, **options: Any) -> None:
         check_database(database)
-        summary = load_demo_data(using=database)
+        try:
+            summary = load_demo_data(replace=replace, using=database)
+        except DemoRefused as error:
+            raise CommandError(f"{error}; nothing was changed") from error
+        except DatabaseError as error:
+            raise CommandError(
+                f"database error: {error}".strip() + "; nothing was changed"
+            ) from error
         if verbosity >= 1:
             self.stdout.write(
                 f"Loaded the {DEMO_ORGANIZATION_SLUG!r} organization: {summary.projects} "

@@ -2,20 +2,49 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from argparse import ArgumentParser
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from regression_tracking.management.options import ExactOptionsCommand, check_database
-from regression_tracking.services import (
+from regression_tracking.services.backup import (
     BackupFormatError,
+    RestoreConflictError,
+    RestoreTimeoutError,
     UnknownProjectsError,
-    decode_lines,
-    read_backup,
-    restore_regression_groups,
+    restore_backup_file,
 )
+
+NOTHING_RESTORED = "nothing was restored"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: a KeyboardInterrupt, so psycopg cancels the statement it waits on."""
+
+
+@contextmanager
+def _interrupt_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise ``Interrupted``: the transaction rolls back, the run ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Command(ExactOptionsCommand):
@@ -33,6 +62,13 @@ class Command(ExactOptionsCommand):
             "groups of a deleted project in a Sentry database. Default: refuse the whole file.",
         )
         parser.add_argument(
+            "--skip-conflicts",
+            action="store_true",
+            help="Leave out (and count) rows whose id holds a different regression group, or "
+            "whose (type, project, fingerprint, version) was created again since the backup. "
+            "Default: refuse the whole file.",
+        )
+        parser.add_argument(
             "--database",
             default="default",
             help='The database to restore into, by its alias in DATABASES. Default: "default".',
@@ -43,28 +79,40 @@ class Command(ExactOptionsCommand):
         *,
         path: str,
         skip_missing_projects: bool,
+        skip_conflicts: bool,
         database: str,
         verbosity: int,
         **options: Any,
     ) -> None:
         check_database(database)
         try:
-            with open(path, "rb") as backup:
-                rows = read_backup(decode_lines(backup))
+            with _interrupt_on_signals():
+                result = restore_backup_file(
+                    path,
+                    skip_missing_projects=skip_missing_projects,
+                    skip_conflicts=skip_conflicts,
+                    using=database,
+                )
+        except Interrupted as error:
+            raise CommandError(f"interrupted by {error}: rolled back, {NOTHING_RESTORED}") from None
         except OSError as error:
             raise CommandError(f"cannot read {path}: {error.strerror}") from error
         except BackupFormatError as error:
-            raise CommandError(f"{path}: {error}; nothing was restored") from error
-        try:
-            result = restore_regression_groups(
-                rows, skip_missing_projects=skip_missing_projects, using=database
-            )
+            raise CommandError(f"{path}: {error}; {NOTHING_RESTORED}") from error
         except UnknownProjectsError as error:
             raise CommandError(
-                f"{path}: {error}; nothing was restored (--skip-missing-projects leaves them out)"
+                f"{path}: {error}; {NOTHING_RESTORED} (--skip-missing-projects leaves them out)"
             ) from error
+        except RestoreConflictError as error:
+            raise CommandError(
+                f"{path}: {error}; {NOTHING_RESTORED} (--skip-conflicts leaves them out)"
+            ) from error
+        except RestoreTimeoutError as error:
+            raise CommandError(f"{error}; {NOTHING_RESTORED}") from error
         except DatabaseError as error:
-            raise CommandError(f"database error: {error}; nothing was restored") from error
+            raise CommandError(
+                f"database error: {error}".strip() + f"; {NOTHING_RESTORED}"
+            ) from error
         if verbosity >= 1:
             lines = [
                 f"restored: {result.restored}",
@@ -72,4 +120,6 @@ class Command(ExactOptionsCommand):
             ]
             if skip_missing_projects:
                 lines.append(f"skipped (project missing): {result.skipped_missing_project}")
+            if skip_conflicts:
+                lines.append(f"skipped (conflicts): {result.skipped_conflicts}")
             self.stdout.write("\n".join(lines))

@@ -14,9 +14,11 @@ from typing import Any
 
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
+from django.utils import timezone
 
 from regression_tracking import metrics
 from regression_tracking.durations import format_duration
+from regression_tracking.management import listing
 from regression_tracking.management.options import (
     DURATION_HELP,
     ExactOptionsCommand,
@@ -31,7 +33,8 @@ from regression_tracking.management.options import (
     positive_duration,
     positive_int,
 )
-from regression_tracking.models import RegressionType
+from regression_tracking.management.progress import ProgressBar
+from regression_tracking.models import RegressionGroup, RegressionType
 from regression_tracking.services import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MIN_AGE,
@@ -45,12 +48,12 @@ from regression_tracking.services import (
     OrphanScope,
     cleanup_orphaned_regressions,
 )
+from regression_tracking.services.listing import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, list_orphans
 
 # Exit status when another run holds the lock (1 is an error, 2 a usage error).
 EXIT_LOCKED = 3
 
 PAST_TENSE = {CleanupAction.DELETE: "deleted", CleanupAction.DEACTIVATE: "deactivated"}
-PROGRESS_WIDTH = 30
 
 
 class Command(ExactOptionsCommand):
@@ -159,6 +162,23 @@ class Command(ExactOptionsCommand):
             "verbosity). Default: %(default)s.",
         )
         parser.add_argument(
+            "--list",
+            action="store_true",
+            dest="list_orphans",
+            help="With --dry-run: also list each orphan the dry run would act on (id, project id "
+            "and slug, type, fingerprint, reason, age, active), in id order: an aligned table, or "
+            "with --format json one JSON object a line before the summary's. Printed at every "
+            "verbosity.",
+        )
+        parser.add_argument(
+            "--list-limit",
+            type=positive_int,
+            default=DEFAULT_LIST_LIMIT,
+            metavar="N",
+            help=f"List at most N orphans (1 to {MAX_LIST_LIMIT}) and say how many were left out. "
+            "Default: %(default)s.",
+        )
+        parser.add_argument(
             "--database",
             default="default",
             help='The database to clean, by its alias in DATABASES. Default: "default".',
@@ -181,6 +201,8 @@ class Command(ExactOptionsCommand):
         shard: tuple[int, int] | None,
         metrics_textfile: str | None,
         output_format: str,
+        list_orphans: bool,
+        list_limit: int,
         database: str,
         verbosity: int,
         **options: Any,
@@ -188,6 +210,10 @@ class Command(ExactOptionsCommand):
         check_database(database)
         if batch_size > MAX_BATCH_SIZE:
             raise CommandError(f"--batch-size must be at most {MAX_BATCH_SIZE}, got {batch_size}")
+        if list_orphans and not dry_run:
+            raise CommandError("--list needs --dry-run: it lists what a dry run would act on")
+        if list_limit > MAX_LIST_LIMIT:
+            raise CommandError(f"--list-limit must be at most {MAX_LIST_LIMIT}, got {list_limit}")
         scope = OrphanScope(
             project_ids=tuple(sorted(set(projects))) if projects else None,
             regression_type=RegressionType[regression_type.upper()] if regression_type else None,
@@ -204,7 +230,10 @@ class Command(ExactOptionsCommand):
         except DatabaseError as error:
             raise CommandError(f"database error: {error}") from error
 
-        self._progress_shown = False
+        self._progress = ProgressBar(self.stderr)
+        # The first --list-limit ids the dry run's batches would act on.
+        self._listed_ids: list[int] | None = [] if list_orphans else None
+        self._list_limit = list_limit
         report_batch = self._batch_reporter(verbosity, output_format, action, dry_run)
         try:
             with backup_writer or nullcontext(), _stop_on_signals() as stop_requested:
@@ -242,15 +271,48 @@ class Command(ExactOptionsCommand):
                 "was not committed (finished batches stay done; rerun to finish the job)"
             ) from error
         finally:
-            if self._progress_shown:
-                self.stderr.write("")
+            self._progress.close()
             if metrics_textfile is not None:
                 metrics.write_textfile(metrics_textfile)
 
+        summary = result.as_dict()
+        if self._listed_ids is not None:
+            summary.update(self._write_listing(result, min_age, database, output_format, verbosity))
         if output_format == "json":
-            self.stdout.write(json.dumps(result.as_dict()))
+            self.stdout.write(json.dumps(summary))
         elif verbosity >= 1:
             self.stdout.write(format_summary(result, min_age))
+
+    def _write_listing(
+        self,
+        result: CleanupResult,
+        min_age: timedelta,
+        database: str,
+        output_format: str,
+        verbosity: int,
+    ) -> dict[str, int]:
+        """Print the orphans the dry run's batches would act on; ``listed`` and ``left_out``."""
+        assert self._listed_ids is not None
+        # Read again by id, with the same rule: a row that got its issue since is not listed.
+        found = list_orphans(
+            RegressionGroup.objects.filter(id__in=self._listed_ids),
+            cutoff=timezone.now() - min_age,
+            active_only=result.action is CleanupAction.DEACTIVATE,
+            limit=self._list_limit,
+            using=database,
+        )
+        if output_format == "json":
+            lines = listing.json_lines(found)
+        else:
+            verb = f"would be {PAST_TENSE[result.action]}"
+            footer = listing.format_footer(
+                listed=len(found.orphans), total=result.would_act, verb=verb, limit=self._list_limit
+            )
+            # A blank line between the listing and the summary.
+            lines = iter([*listing.format_table(found), footer, *([""] if verbosity else [])])
+        for line in lines:
+            self.stdout.write(line)
+        return {"listed": len(found.orphans), "left_out": result.would_act - len(found.orphans)}
 
     def _batch_reporter(
         self, verbosity: int, output_format: str, action: str, dry_run: bool
@@ -261,6 +323,9 @@ class Command(ExactOptionsCommand):
         show_progress = output_format == "text" and verbosity >= 1 and self.stderr.isatty()
 
         def report(batch: BatchReport) -> None:
+            listed_ids = self._listed_ids
+            if listed_ids is not None and len(listed_ids) < self._list_limit:
+                listed_ids.extend(batch.acted_ids[: self._list_limit - len(listed_ids)])
             if verbosity >= 2 and output_format == "text":
                 if batch.skipped:
                     outcome = "skipped: rows locked by another transaction"
@@ -274,14 +339,7 @@ class Command(ExactOptionsCommand):
                     for regression_id in batch.acted_ids:
                         self.stdout.write(f"  {verb} regression group {regression_id}")
             if show_progress:
-                done = batch.done / batch.eligible if batch.eligible else 1.0
-                bar = "#" * int(done * PROGRESS_WIDTH)
-                self.stderr.write(
-                    f"\r[{bar:<{PROGRESS_WIDTH}}] {done:4.0%} {batch.done}/{batch.eligible} "
-                    f"rows, batch {batch.number}",
-                    ending="",
-                )
-                self._progress_shown = True
+                self._progress.update(done=batch.done, total=batch.eligible, batch=batch.number)
 
         return report
 

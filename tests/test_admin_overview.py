@@ -192,7 +192,7 @@ class TestOverviewPage:
         )
         assert re.findall(r'<text class="value"[^>]*>([\d,]+)</text>', reason) == ["4", "2"]
         assert '<desc id="chart-projects-desc">checkout: 4; search: 2</desc>' in html
-        assert "<desc id=\"chart-age-desc\">under 24h (grace period): 2; 1 to 7 days: 1;" in html
+        assert '<desc id="chart-age-desc">under 24h (grace period): 2; 1 to 7 days: 1;' in html
 
     def test_no_script_and_nothing_from_elsewhere(self, world, viewer) -> None:
         html = viewer.get(OVERVIEW).content.decode()

@@ -62,7 +62,8 @@ def page_without_javascript() -> Iterator[Page]:
 def png_size(path: Path) -> tuple[int, int]:
     """Width and height from a PNG's IHDR chunk."""
     header = path.read_bytes()[:24]
-    assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR"
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert header[12:16] == b"IHDR"
     width, height = struct.unpack(">II", header[16:24])
     return width, height
 
@@ -117,7 +118,8 @@ def test_operator_reads_the_overview_and_opens_a_bar(
         # Drawn and styled: the largest bar spans the whole bar area in the admin's colour.
         largest = reason.locator("rect").first
         box = largest.bounding_box()
-        assert box is not None and box["width"] == 360
+        assert box is not None
+        assert box["width"] == 360
         assert largest.evaluate("rect => getComputedStyle(rect).fill") == PRIMARY
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=SCREENSHOT, full_page=True)

@@ -9,17 +9,19 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.db import connection
 
-from regression_tracking.management.listing import format_age
+from regression_tracking.management.listing import DryRunListing, format_age
 from regression_tracking.models import RegressionGroup, RegressionType
+from regression_tracking.services import cleanup_orphaned_regressions
 from regression_tracking.services.listing import MAX_LIST_LIMIT, ListedOrphan, list_orphans
 from regression_tracking.services.orphan_rule import OrphanReason
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,
     create_grouphash_without_group,
+    create_issue_for,
     create_linked_regression,
 )
 
@@ -278,6 +280,32 @@ class TestListOption:
         run()
         after = set(RegressionGroup.objects.values_list("id", flat=True))
         assert sorted(before - after) == listed == [102, 103, 104]
+
+    def test_a_row_that_got_its_issue_after_its_batch_is_left_out(self, world) -> None:
+        listing = DryRunListing(limit=10)
+        result = cleanup_orphaned_regressions(dry_run=True, on_batch=listing.add)
+        assert listing.ids == [102, 103, 104]
+        create_issue_for(world["old_inactive"])
+        out = StringIO()
+        counts = listing.write(
+            OutputWrapper(out),
+            result,
+            verb="would be deleted",
+            min_age=timedelta(hours=24),
+            output_format="text",
+            verbosity=0,
+            using="default",
+        )
+        assert counts == {"listed": 2, "left_out": 1}
+        assert [line.split()[0] for line in out.getvalue().splitlines()] == [
+            "id",
+            "102",
+            "104",
+            "listed",
+        ]
+        assert out.getvalue().splitlines()[-1] == (
+            "listed 2 of 3 orphans that would be deleted; 1 left out (--list-limit 10)"
+        )
 
     def test_list_needs_dry_run_and_changes_nothing(self, world) -> None:
         with pytest.raises(CommandError, match="--list needs --dry-run"):

@@ -7,7 +7,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from regression_tracking.services.listing import ListedOrphan, OrphanListing
+from django.core.management.base import OutputWrapper
+from django.utils import timezone
+
+from regression_tracking.models import RegressionGroup
+from regression_tracking.services import BatchReport, CleanupAction, CleanupResult
+from regression_tracking.services.listing import ListedOrphan, OrphanListing, list_orphans
 
 COLUMNS = ("id", "project", "slug", "type", "fingerprint", "reason", "age", "active")
 # Numbers line up on the right, text on the left.
@@ -79,3 +84,54 @@ def format_footer(*, listed: int, total: int, verb: str, limit: int) -> str:
     if total > listed:
         line += f"; {total - listed:,} left out (--list-limit {limit})"
     return line
+
+
+class DryRunListing:
+    """``--list``: the first ``limit`` ids a dry run's batches would act on, then their listing.
+
+    The ids come from the batches themselves, so the listing is exactly what the dry run would act
+    on: the same scope, grace period, action, caps and interrupt. Memory is bounded by ``limit``.
+    """
+
+    def __init__(self, *, limit: int) -> None:
+        self.limit = limit
+        self.ids: list[int] = []
+
+    def add(self, batch: BatchReport) -> None:
+        if len(self.ids) < self.limit:
+            self.ids.extend(batch.acted_ids[: self.limit - len(self.ids)])
+
+    def write(
+        self,
+        out: OutputWrapper,
+        result: CleanupResult,
+        *,
+        verb: str,
+        min_age: timedelta,
+        output_format: str,
+        verbosity: int,
+        using: str,
+    ) -> dict[str, int]:
+        """Print the listing (table and a footer saying the orphans ``verb``, or JSON lines);
+        return ``listed`` and ``left_out`` for the summary."""
+        # Read again by id with the same rule (list_orphans): a row that got its issue since the
+        # dry run's batch, or went away, is not listed and counts as left out.
+        found = list_orphans(
+            RegressionGroup.objects.filter(id__in=self.ids),
+            cutoff=timezone.now() - min_age,
+            active_only=result.action is CleanupAction.DEACTIVATE,
+            limit=self.limit,
+            using=using,
+        )
+        listed = len(found.orphans)
+        if output_format == "json":
+            lines = list(json_lines(found))
+        else:
+            footer = format_footer(
+                listed=listed, total=result.would_act, verb=verb, limit=self.limit
+            )
+            # A blank line before the summary, when there is one.
+            lines = [*format_table(found), footer, *([""] if verbosity else [])]
+        for line in lines:
+            out.write(line)
+        return {"listed": listed, "left_out": result.would_act - listed}

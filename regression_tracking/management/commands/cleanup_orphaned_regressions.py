@@ -14,11 +14,10 @@ from typing import Any
 
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
-from django.utils import timezone
 
 from regression_tracking import metrics
 from regression_tracking.durations import format_duration
-from regression_tracking.management import listing
+from regression_tracking.management.listing import DryRunListing
 from regression_tracking.management.options import (
     DURATION_HELP,
     ExactOptionsCommand,
@@ -34,7 +33,7 @@ from regression_tracking.management.options import (
     positive_int,
 )
 from regression_tracking.management.progress import ProgressBar
-from regression_tracking.models import RegressionGroup, RegressionType
+from regression_tracking.models import RegressionType
 from regression_tracking.services import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MIN_AGE,
@@ -48,7 +47,7 @@ from regression_tracking.services import (
     OrphanScope,
     cleanup_orphaned_regressions,
 )
-from regression_tracking.services.listing import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, list_orphans
+from regression_tracking.services.listing import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 
 # Exit status when another run holds the lock (1 is an error, 2 a usage error).
 EXIT_LOCKED = 3
@@ -231,9 +230,7 @@ class Command(ExactOptionsCommand):
             raise CommandError(f"database error: {error}") from error
 
         self._progress = ProgressBar(self.stderr)
-        # The first --list-limit ids the dry run's batches would act on.
-        self._listed_ids: list[int] | None = [] if list_orphans else None
-        self._list_limit = list_limit
+        self._listing = DryRunListing(limit=list_limit) if list_orphans else None
         report_batch = self._batch_reporter(verbosity, output_format, action, dry_run)
         try:
             with backup_writer or nullcontext(), _stop_on_signals() as stop_requested:
@@ -276,43 +273,22 @@ class Command(ExactOptionsCommand):
                 metrics.write_textfile(metrics_textfile)
 
         summary = result.as_dict()
-        if self._listed_ids is not None:
-            summary.update(self._write_listing(result, min_age, database, output_format, verbosity))
+        if self._listing is not None:
+            summary.update(
+                self._listing.write(
+                    self.stdout,
+                    result,
+                    verb=f"would be {PAST_TENSE[result.action]}",
+                    min_age=min_age,
+                    output_format=output_format,
+                    verbosity=verbosity,
+                    using=database,
+                )
+            )
         if output_format == "json":
             self.stdout.write(json.dumps(summary))
         elif verbosity >= 1:
             self.stdout.write(format_summary(result, min_age))
-
-    def _write_listing(
-        self,
-        result: CleanupResult,
-        min_age: timedelta,
-        database: str,
-        output_format: str,
-        verbosity: int,
-    ) -> dict[str, int]:
-        """Print the orphans the dry run's batches would act on; ``listed`` and ``left_out``."""
-        assert self._listed_ids is not None
-        # Read again by id, with the same rule: a row that got its issue since is not listed.
-        found = list_orphans(
-            RegressionGroup.objects.filter(id__in=self._listed_ids),
-            cutoff=timezone.now() - min_age,
-            active_only=result.action is CleanupAction.DEACTIVATE,
-            limit=self._list_limit,
-            using=database,
-        )
-        if output_format == "json":
-            lines = listing.json_lines(found)
-        else:
-            verb = f"would be {PAST_TENSE[result.action]}"
-            footer = listing.format_footer(
-                listed=len(found.orphans), total=result.would_act, verb=verb, limit=self._list_limit
-            )
-            # A blank line between the listing and the summary.
-            lines = iter([*listing.format_table(found), footer, *([""] if verbosity else [])])
-        for line in lines:
-            self.stdout.write(line)
-        return {"listed": len(found.orphans), "left_out": result.would_act - len(found.orphans)}
 
     def _batch_reporter(
         self, verbosity: int, output_format: str, action: str, dry_run: bool
@@ -323,9 +299,8 @@ class Command(ExactOptionsCommand):
         show_progress = output_format == "text" and verbosity >= 1 and self.stderr.isatty()
 
         def report(batch: BatchReport) -> None:
-            listed_ids = self._listed_ids
-            if listed_ids is not None and len(listed_ids) < self._list_limit:
-                listed_ids.extend(batch.acted_ids[: self._list_limit - len(listed_ids)])
+            if self._listing is not None:
+                self._listing.add(batch)
             if verbosity >= 2 and output_format == "text":
                 if batch.skipped:
                     outcome = "skipped: rows locked by another transaction"

@@ -15,7 +15,12 @@ from django.db import connection
 from regression_tracking.management.listing import DryRunListing, format_age
 from regression_tracking.models import RegressionGroup, RegressionType
 from regression_tracking.services import cleanup_orphaned_regressions
-from regression_tracking.services.listing import MAX_LIST_LIMIT, ListedOrphan, list_orphans
+from regression_tracking.services.listing import (
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
+    ListedOrphan,
+    list_orphans,
+)
 from regression_tracking.services.orphan_rule import OrphanReason
 from tests.factories import (
     ProjectFactory,
@@ -312,6 +317,20 @@ class TestListOption:
             run("--list")
         assert RegressionGroup.objects.count() == 5
 
+    def test_list_limit_needs_list(self, world) -> None:
+        with pytest.raises(CommandError, match="--list-limit needs --list"):
+            run("--dry-run", "--list-limit", "5")
+
+    def test_default_limit(self, frozen) -> None:
+        project = ProjectFactory.create()
+        for _ in range(DEFAULT_LIST_LIMIT + 1):
+            RegressionGroupFactory.create(project=project, date_added=NOW - timedelta(days=2))
+        lines = run("--dry-run", "--list").splitlines()
+        assert len(lines) == 1 + DEFAULT_LIST_LIMIT + 1 + 1 + 9
+        assert lines[DEFAULT_LIST_LIMIT + 1] == (
+            "listed 100 of 101 orphans that would be deleted; 1 left out (--list-limit 100)"
+        )
+
     @pytest.mark.parametrize(
         ("value", "message"),
         [
@@ -329,4 +348,4 @@ class TestListOption:
             call_command(COMMAND, "--help")
         text = " ".join(capsys.readouterr().out.split())
         assert "--list With --dry-run: also list each orphan the dry run would act on" in text
-        assert "--list-limit N List at most N orphans" in text
+        assert "--list-limit N With --list: list at most N orphans" in text

@@ -12,7 +12,12 @@ from django.utils import timezone
 
 from regression_tracking.models import RegressionGroup
 from regression_tracking.services import BatchReport, CleanupAction, CleanupResult
-from regression_tracking.services.listing import ListedOrphan, OrphanListing, list_orphans
+from regression_tracking.services.listing import (
+    DEFAULT_LIST_LIMIT,
+    ListedOrphan,
+    OrphanListing,
+    list_orphans,
+)
 
 COLUMNS = ("id", "project", "slug", "type", "fingerprint", "reason", "age", "active")
 # Numbers line up on the right, text on the left.
@@ -93,8 +98,8 @@ class DryRunListing:
     on: the same scope, grace period, action, caps and interrupt. Memory is bounded by ``limit``.
     """
 
-    def __init__(self, *, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, *, limit: int | None = None) -> None:
+        self.limit = DEFAULT_LIST_LIMIT if limit is None else limit
         self.ids: list[int] = []
 
     def add(self, batch: BatchReport) -> None:

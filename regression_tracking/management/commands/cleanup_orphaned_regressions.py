@@ -172,10 +172,9 @@ class Command(ExactOptionsCommand):
         parser.add_argument(
             "--list-limit",
             type=positive_int,
-            default=DEFAULT_LIST_LIMIT,
             metavar="N",
-            help=f"List at most N orphans (1 to {MAX_LIST_LIMIT}) and say how many were left out. "
-            "Default: %(default)s.",
+            help=f"With --list: list at most N orphans (1 to {MAX_LIST_LIMIT}) and say how many "
+            f"were left out. Default: {DEFAULT_LIST_LIMIT}.",
         )
         parser.add_argument(
             "--database",
@@ -201,7 +200,7 @@ class Command(ExactOptionsCommand):
         metrics_textfile: str | None,
         output_format: str,
         list_orphans: bool,
-        list_limit: int,
+        list_limit: int | None,
         database: str,
         verbosity: int,
         **options: Any,
@@ -211,7 +210,9 @@ class Command(ExactOptionsCommand):
             raise CommandError(f"--batch-size must be at most {MAX_BATCH_SIZE}, got {batch_size}")
         if list_orphans and not dry_run:
             raise CommandError("--list needs --dry-run: it lists what a dry run would act on")
-        if list_limit > MAX_LIST_LIMIT:
+        if list_limit is not None and not list_orphans:
+            raise CommandError("--list-limit needs --list")
+        if list_limit is not None and list_limit > MAX_LIST_LIMIT:
             raise CommandError(f"--list-limit must be at most {MAX_LIST_LIMIT}, got {list_limit}")
         scope = OrphanScope(
             project_ids=tuple(sorted(set(projects))) if projects else None,

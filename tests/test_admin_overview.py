@@ -98,7 +98,7 @@ class TestOrphanOverview:
         assert counts(overview.by_type) == {"endpoint": 4, "function": 2}
         assert counts(overview.by_age) == {
             "under 24h (grace period)": 2,
-            "1 to 7 days": 1,
+            "24h to 7 days": 1,
             "7 to 30 days": 1,
             "30 to 90 days": 1,
             "90 days or more": 1,
@@ -192,7 +192,7 @@ class TestOverviewPage:
         )
         assert re.findall(r'<text class="value"[^>]*>([\d,]+)</text>', reason) == ["4", "2"]
         assert '<desc id="chart-projects-desc">checkout: 4; search: 2</desc>' in html
-        assert '<desc id="chart-age-desc">under 24h (grace period): 2; 1 to 7 days: 1;' in html
+        assert '<desc id="chart-age-desc">under 24h (grace period): 2; 24h to 7 days: 1;' in html
 
     def test_no_script_and_nothing_from_elsewhere(self, world, viewer) -> None:
         html = viewer.get(OVERVIEW).content.decode()
@@ -222,7 +222,7 @@ class TestOverviewPage:
         assert listed(("reason", "grouphash_without_group")) == ids("two_months", "old")
         assert listed(("type", "function")) == ids("two_days", "old")
         assert listed(("age", "under 24h (grace period)")) == ids("recent", "edge")
-        assert listed(("age", "1 to 7 days")) == ids("two_days")
+        assert listed(("age", "24h to 7 days")) == ids("two_days")
         assert listed(("age", "90 days or more")) == ids("old")
         assert listed(("projects", "search")) == ids("ten_days", "two_months")
 

@@ -16,6 +16,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Case, Count, IntegerField, OuterRef, Subquery, Value, When
 from django.utils import timezone
 
+from regression_tracking.durations import format_duration
 from regression_tracking.models import Project, RegressionGroup, RegressionType
 from regression_tracking.services.cleanup import DEFAULT_MIN_AGE
 from regression_tracking.services.orphan_rule import OrphanReason, is_orphan, orphan_reason
@@ -32,10 +33,11 @@ class AgeBucket:
     max_age: timedelta | None
 
 
+_GRACE = format_duration(DEFAULT_MIN_AGE)
 # The first bucket is the grace period: what the cleanup leaves alone by default.
 AGE_BUCKETS = (
-    AgeBucket("under 24h (grace period)", timedelta(0), DEFAULT_MIN_AGE),
-    AgeBucket("1 to 7 days", DEFAULT_MIN_AGE, timedelta(days=7)),
+    AgeBucket(f"under {_GRACE} (grace period)", timedelta(0), DEFAULT_MIN_AGE),
+    AgeBucket(f"{_GRACE} to 7 days", DEFAULT_MIN_AGE, timedelta(days=7)),
     AgeBucket("7 to 30 days", timedelta(days=7), timedelta(days=30)),
     AgeBucket("30 to 90 days", timedelta(days=30), timedelta(days=90)),
     AgeBucket("90 days or more", timedelta(days=90), None),

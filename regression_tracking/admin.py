@@ -15,10 +15,11 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import URLPattern, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from regression_tracking.admin_overview import overview_urls
 from regression_tracking.durations import format_duration
 from regression_tracking.models import Group, GroupHash, Organization, Project, RegressionGroup
 from regression_tracking.services import DEFAULT_MIN_AGE, CleanupAction, CleanupAlreadyRunning
@@ -269,6 +270,10 @@ class RegressionGroupAdmin(ModelAdmin[RegressionGroup]):
             return
         level = messages.SUCCESS if outcome.acted else messages.WARNING
         self.message_user(request, describe_outcome(outcome), level)
+
+    def get_urls(self) -> list[URLPattern]:
+        # The orphan overview page (admin_overview.py), linked from the changelist's template.
+        return [*overview_urls(self), *super().get_urls()]
 
 
 def describe_outcome(outcome: SelectionCleanup) -> str:

@@ -403,16 +403,19 @@ class TestShardsMetricsAndProgress:
             run("--metrics-textfile", str(tmp_path / "no" / "x.prom"))
         assert len(snapshot()) == 5
 
-    def test_progress_bar_on_a_terminal(self, world) -> None:
+    def test_progress_bar_on_a_terminal(self, world, time_machine) -> None:
         class Terminal(StringIO):
             def isatty(self) -> bool:
                 return True
 
+        # tqdm's clock stands still: no elapsed time, no estimate, and (redrawing at most every
+        # 0.1 s) only the first batch's frame and the last state, drawn when the run ends.
+        time_machine.move_to(timezone.now(), tick=False)
         out, err = StringIO(), Terminal()
         call_command(COMMAND, "--batch-size", "2", stdout=out, stderr=err, no_color=True)
         assert err.getvalue() == (
-            "\r[" + "#" * 20 + "          ]  67% 2/3 rows, batch 1"
-            "\r[" + "#" * 30 + "] 100% 3/3 rows, batch 2\n"
+            "\r 67% |" + "#" * 20 + "          | 2/3 rows, batch 1 [00:00<?]"
+            "\r100% |" + "#" * 30 + "| 3/3 rows, batch 2 [00:00<?]\n"
         )
 
     def test_no_progress_bar_when_stderr_is_not_a_terminal(self, world) -> None:

@@ -83,6 +83,11 @@ def id_value(value: str) -> int:
     return _at_least(value, 1)
 
 
+def at_least_one(value: str) -> int:
+    """A count (``--list-limit``): 1 to the largest bigint; its upper bound is the caller's."""
+    return _at_least(value, 1)
+
+
 def id_cursor(value: str) -> int:
     """An id to resume after (``--start-after-id``): 0 to the largest bigint."""
     return _at_least(value, 0)

@@ -17,9 +17,12 @@ from django.db import DatabaseError, connections
 
 from regression_tracking import metrics
 from regression_tracking.durations import format_duration
+from regression_tracking.management.listing import DryRunListing
 from regression_tracking.management.options import (
     DURATION_HELP,
+    EXIT_USAGE,
     ExactOptionsCommand,
+    at_least_one,
     check_database,
     id_cursor,
     id_value,
@@ -30,6 +33,7 @@ from regression_tracking.management.options import (
     seconds,
     usage_error,
 )
+from regression_tracking.management.progress import ProgressBar
 from regression_tracking.models import RegressionType
 from regression_tracking.output_files import OutputFileError
 from regression_tracking.services import (
@@ -47,13 +51,13 @@ from regression_tracking.services import (
     cleanup_orphaned_regressions,
 )
 from regression_tracking.services.backup import BackupRefusedError
+from regression_tracking.services.listing import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from regression_tracking.services.projects import unknown_project_ids
 
 # Exit status when another run holds the lock (1 is an error, 2 a usage error).
 EXIT_LOCKED = 3
 
 PAST_TENSE = {CleanupAction.DELETE: "deleted", CleanupAction.DEACTIVATE: "deactivated"}
-PROGRESS_WIDTH = 30
 
 
 class Command(ExactOptionsCommand):
@@ -162,6 +166,22 @@ class Command(ExactOptionsCommand):
             "verbosity). Default: %(default)s.",
         )
         parser.add_argument(
+            "--list",
+            action="store_true",
+            dest="list_orphans",
+            help="With --dry-run: also list each orphan the dry run would act on (id, project id "
+            "and slug, type, fingerprint, reason, age, active), in id order: an aligned table, or "
+            "with --format json one JSON object a line before the summary's. Printed at every "
+            "verbosity.",
+        )
+        parser.add_argument(
+            "--list-limit",
+            type=at_least_one,
+            metavar="N",
+            help=f"With --list: list at most N orphans (1 to {MAX_LIST_LIMIT}) and say how many "
+            f"were left out. Default: {DEFAULT_LIST_LIMIT}.",
+        )
+        parser.add_argument(
             "--database",
             default="default",
             help='The database to clean, by its alias in DATABASES. Default: "default".',
@@ -184,11 +204,25 @@ class Command(ExactOptionsCommand):
         shard: tuple[int, int] | None,
         metrics_textfile: str | None,
         output_format: str,
+        list_orphans: bool,
+        list_limit: int | None,
         database: str,
         verbosity: int,
         **options: Any,
     ) -> None:
         check_database(database)
+        if list_orphans and not dry_run:
+            raise CommandError(
+                "--list needs --dry-run: it lists what a dry run would act on",
+                returncode=EXIT_USAGE,
+            )
+        if list_limit is not None and not list_orphans:
+            raise CommandError("--list-limit needs --list", returncode=EXIT_USAGE)
+        if list_limit is not None and list_limit > MAX_LIST_LIMIT:
+            raise CommandError(
+                f"argument --list-limit: must be at most {MAX_LIST_LIMIT}, got {list_limit}",
+                returncode=EXIT_USAGE,
+            )
         scope = OrphanScope(
             project_ids=tuple(sorted(set(projects))) if projects else None,
             regression_type=RegressionType[regression_type.upper()] if regression_type else None,
@@ -217,9 +251,10 @@ class Command(ExactOptionsCommand):
         if metrics_textfile is not None:
             metrics.reset_process_counts()
 
-        self._progress_shown = False
         self._batches_run = 0
         self._dry_run = dry_run
+        self._progress = ProgressBar(self.stderr)
+        self._listing = DryRunListing(limit=list_limit) if list_orphans else None
         report_batch = self._batch_reporter(verbosity, output_format, action, dry_run)
         result: CleanupResult | None = None
         textfile_error = ""
@@ -262,8 +297,7 @@ class Command(ExactOptionsCommand):
                 f"was not committed{self._batches_hint()}"
             ) from error
         finally:
-            if self._progress_shown:
-                self.stderr.write("")
+            self._progress.close()
             # Only a run that held its lock and read the database reports: a refused run (exit
             # 3), a run that could not connect or was given bad input leaves the file as it was.
             if metrics_textfile is not None and (result is not None or self._batches_run):
@@ -271,8 +305,22 @@ class Command(ExactOptionsCommand):
         if textfile_error:
             raise CommandError(textfile_error)
         assert result is not None
+
+        summary = result.as_dict()
+        if self._listing is not None:
+            summary.update(
+                self._listing.write(
+                    self.stdout,
+                    result,
+                    verb=f"would be {PAST_TENSE[result.action]}",
+                    min_age=min_age,
+                    output_format=output_format,
+                    verbosity=verbosity,
+                    using=database,
+                )
+            )
         if output_format == "json":
-            self.stdout.write(json.dumps(result.as_dict()))
+            self.stdout.write(json.dumps(summary))
         elif verbosity >= 1:
             self.stdout.write(format_summary(result, min_age))
 
@@ -304,6 +352,8 @@ class Command(ExactOptionsCommand):
 
         def report(batch: BatchReport) -> None:
             self._batches_run += 1
+            if self._listing is not None:
+                self._listing.add(batch)
             if verbosity >= 2 and output_format == "text":
                 if batch.skipped:
                     outcome = "skipped: rows locked by another transaction"
@@ -317,14 +367,7 @@ class Command(ExactOptionsCommand):
                     for regression_id in batch.acted_ids:
                         self.stdout.write(f"  {verb} regression group {regression_id}")
             if show_progress:
-                done = batch.done / batch.eligible if batch.eligible else 1.0
-                bar = "#" * int(done * PROGRESS_WIDTH)
-                self.stderr.write(
-                    f"\r[{bar:<{PROGRESS_WIDTH}}] {done:4.0%} {batch.done}/{batch.eligible} "
-                    f"rows, batch {batch.number}",
-                    ending="",
-                )
-                self._progress_shown = True
+                self._progress.update(done=batch.done, total=batch.eligible, batch=batch.number)
 
         return report
 

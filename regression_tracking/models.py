@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 
 from django.db import models
+from django.db.models import F
+from django.db.models.functions import MD5
 from django.utils import timezone
 
 
@@ -159,7 +161,14 @@ class RegressionGroup(models.Model):
     class Meta:
         db_table = "sentry_regressiongroup"
         unique_together = (("type", "project", "fingerprint", "version"),)
-        indexes = (models.Index(fields=("type", "project", "fingerprint", "active")),)
+        indexes = (
+            models.Index(fields=("type", "project", "fingerprint", "active")),
+            # Not upstream's: the issue key of a RegressionGroup, (project_id, md5(fingerprint)),
+            # so the lookup finds the RegressionGroups of a missing hash by an index probe instead
+            # of hashing every fingerprint of the project (benchmarks.detector_view: 100 pairs
+            # with 10 missing in a 100k-row project, 328-806 ms without it, 10-36 ms with it).
+            models.Index(F("project"), MD5("fingerprint"), name="regressiongroup_issue_key_idx"),
+        )
 
     def __str__(self) -> str:
         return f"regression group {self.pk}"

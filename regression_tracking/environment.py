@@ -89,6 +89,9 @@ def env_int(
 
 def env_port(name: str, default: int, *, environ: Mapping[str, str] | None = None) -> int:
     """A TCP/UDP port number, 1..65535."""
+    raw = _get(name, environ)
+    if raw and not (raw.strip().isascii() and raw.strip().isdigit() and 0 < int(raw) < 65536):
+        raise ConfigurationError(f"{name} must be a port number (1..65535), not {raw!r}")
     return env_int(name, default, minimum=1, maximum=65535, environ=environ)
 
 
@@ -119,12 +122,16 @@ def env_database(
     a MySQL URL would parse and then fail on first use with a traceback.
     """
     url = (_get(name, environ) or "").strip() or default
-    scheme = url.partition("://")[0] if "://" in url else ""
+    if "://" not in url:
+        raise ConfigurationError(
+            f"{name} is not a database URL: use {' or '.join(SUPPORTED_ENGINES.values())}"
+        )
+    scheme = url.partition("://")[0]
     try:
         database = dj_database_url.parse(url)
     except dj_database_url.UnknownSchemeError:
         raise ConfigurationError(
-            f"{name} has an unsupported scheme {scheme + '://' if scheme else '(none)'}: "
+            f"{name} has an unsupported scheme {scheme}://: "
             f"use {' or '.join(SUPPORTED_ENGINES.values())}"
         ) from None
     except (ValueError, dj_database_url.ParseError):

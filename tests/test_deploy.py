@@ -123,8 +123,8 @@ def test_admin_is_styled_with_debug_off(tmp_path) -> None:
     served = run_python(
         "import django; django.setup()\n"
         "from django.test import Client\n"
-        "response = Client().get('/static/admin/css/base.css', HTTP_HOST='regressions.example.com',\n"
-        "    HTTP_X_FORWARDED_PROTO='https')\n"
+        "response = Client().get('/static/admin/css/base.css',\n"
+        "    HTTP_HOST='regressions.example.com', HTTP_X_FORWARDED_PROTO='https')\n"
         "body = b''.join(response.streaming_content)\n"
         "print(response.status_code, response['Content-Type'], b'--body-bg' in body)\n",
         DJANGO_STATIC_ROOT=str(static_root),

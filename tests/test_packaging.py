@@ -183,3 +183,27 @@ def test_pyproject_runtime_dependencies_are_pinned_in_requirements() -> None:
     for dependency in declared:
         name = dependency.split("[")[0].split(">")[0].split("<")[0].split("=")[0].lower()
         assert name in pinned, dependency
+
+
+@pytest.mark.postgresql
+def test_the_image_build_steps_and_default_command_run_on_the_installed_wheel(
+    installed: Path, tmp_path: Path
+) -> None:
+    """What the Dockerfile runs with the installed wheel, as its user would: not in the repo."""
+    from tests.test_deploy_files import image_commands
+
+    static_root = tmp_path / "static"
+    env = {"PATH": os.environ["PATH"], "DJANGO_STATIC_ROOT": str(static_root)}
+    for command in image_commands():
+        result = subprocess.run(
+            [str(installed / "regression-tracking"), *command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, (command, result.stderr)
+    assert (static_root / "admin" / "css" / "base.css").is_file()
+    assert "--dry-run" in result.stdout  # the default CMD: the command's help

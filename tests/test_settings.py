@@ -208,7 +208,9 @@ def test_package_settings_default_to_sqlite_in_the_current_directory(tmp_path) -
         [sys.executable, "-c", "import django; django.setup(); "
          "from django.conf import settings; print(settings.DATABASES['default']['NAME'])"],
         cwd=tmp_path,
-        env=clean_environment(DJANGO_SETTINGS_MODULE="regression_tracking.settings"),
+        env=clean_environment(
+            DJANGO_SETTINGS_MODULE="regression_tracking.settings", DATABASE_URL=""
+        ),
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 from django.core.handlers.wsgi import WSGIHandler
 
@@ -27,6 +28,11 @@ def require_secret_key() -> None:
             "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off: the web app will not start "
             "with the development key\n"
         )
+        sys.stderr.flush()
+        if threading.current_thread() is not threading.main_thread():
+            # runserver's autoreloader loads the app in a thread, where SystemExit ends only that
+            # thread and the server would sit there serving nothing.
+            os._exit(1)
         raise SystemExit(1)
 
 

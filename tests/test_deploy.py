@@ -67,6 +67,14 @@ class TestSecretKey:
         assert result.returncode == 1
         assert result.stderr.startswith("DJANGO_SECRET_KEY must be set")
 
+    def test_runserver_refuses_too_and_exits(self, tmp_path) -> None:
+        # With the autoreloader the app is loaded in a thread: the process must still end.
+        result = run_manage(
+            "runserver", "127.0.0.1:0", DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}"
+        )
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[-1].startswith("DJANGO_SECRET_KEY must be set")
+
     def test_web_app_starts_with_it(self) -> None:
         result = run_python(
             "import config.wsgi; print(type(config.wsgi.application).__name__)",

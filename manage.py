@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 
 def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    from django.core.management import execute_from_command_line
+    from regression_tracking.cli import execute
 
-    execute_from_command_line(sys.argv)
+    execute(sys.argv, default_settings="config.settings")
 
 
 if __name__ == "__main__":

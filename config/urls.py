@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-from django.contrib import admin
-from django.urls import path
+from regression_tracking.urls import urlpatterns
 
-urlpatterns = [
-    path("admin/", admin.site.urls),
-]
+__all__ = ["urlpatterns"]

@@ -1,11 +1,12 @@
-"""WSGI entry point."""
+"""WSGI entry point of the repository (``config.wsgi:application``): the package's, with config's
+settings."""
 
 from __future__ import annotations
 
 import os
 
-from django.core.wsgi import get_wsgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_wsgi_application()
+from regression_tracking.wsgi import application
+
+__all__ = ["application"]

@@ -8,21 +8,34 @@ Whatever the backend, every count of the process is also kept for ``write_textfi
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from functools import cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
-from prometheus_client import CollectorRegistry, write_to_textfile
-from prometheus_client.core import CounterMetricFamily, Metric
-from statsd import StatsClient
+
+from regression_tracking.environment import ConfigurationError
+
+# statsd and prometheus-client are optional extras, imported only when configured or used.
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+
+
+def write_to_textfile(path: str, registry: CollectorRegistry) -> None:
+    """prometheus-client's ``write_to_textfile``, imported when a textfile is written."""
+    write = _import_extra("prometheus_client", "write_to_textfile", "prometheus")
+    write(path, registry)
+
 
 Tags = Mapping[str, str]
 
@@ -112,16 +125,15 @@ class StatsdBackend:
         self.host: str = settings.REGRESSION_TRACKING_STATSD_HOST
         self.port: int = settings.REGRESSION_TRACKING_STATSD_PORT
         self.prefix: str | None = settings.REGRESSION_TRACKING_STATSD_PREFIX or None
-        self.client: StatsClient | None = None
+        self.client: Any = None
         self._retry_at = 0.0
         self._connect()
 
-    def _connect(self) -> StatsClient | None:
-        import time
-
+    def _connect(self) -> Any:
         if self.client is None and time.monotonic() >= self._retry_at:
             try:
-                self.client = StatsClient(
+                stats_client = _import_extra("statsd", "StatsClient", "statsd")
+                self.client = stats_client(
                     host=self.host, port=self.port, prefix=self.prefix, ipv6=":" in self.host
                 )
             except (OSError, UnicodeError, ValueError, OverflowError) as error:
@@ -149,8 +161,6 @@ _warned: set[str] = set()
 
 
 def _warn_once(message: str, error: BaseException, **context: object) -> None:
-    import logging
-
     if message in _warned:
         return
     _warned.add(message)
@@ -194,6 +204,8 @@ class _CounterCollector:
             self._counts[(family, labels)] = self._counts.get((family, labels), 0.0) + amount
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
         with self._lock:
             counts = sorted(self._counts.items())
             helps = dict(self._help)
@@ -216,9 +228,17 @@ class PrometheusBackend:
     """Counters in a registry of their own: key ``a.b`` becomes ``<namespace>_a_b_total{tags…}``."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
         self._collector = _CounterCollector()
-        self.registry.register(self._collector)
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry holding the counters; prometheus-client is imported on first use."""
+        if self._registry is None:
+            registry_class = _import_extra("prometheus_client", "CollectorRegistry", "prometheus")
+            self._registry = registry_class(auto_describe=False)
+            self._registry.register(self._collector)
+        return self._registry
 
     def incr(self, key: str, amount: int, tags: Tags | None) -> None:
         self._collector.incr(key, amount, tags)
@@ -231,11 +251,57 @@ class PrometheusBackend:
 _process_counts = PrometheusBackend()
 
 
+def _import_extra(module: str, name: str, extra: str) -> Any:
+    """``module.name``, or a ``ConfigurationError`` saying which extra installs it."""
+    try:
+        return import_string(f"{module}.{name}")
+    except ImportError:
+        raise ConfigurationError(
+            f"{module} is not installed: pip install 'regression-tracking[{extra}]'"
+        ) from None
+
+
+# The optional package each of this module's backends needs, by class name.
+_BACKEND_EXTRAS = {
+    "StatsdBackend": ("statsd", "StatsClient", "statsd"),
+    "PrometheusBackend": ("prometheus_client", "CollectorRegistry", "prometheus"),
+}
+
+
+def _backend_class() -> type[MetricsBackend]:
+    """The class REGRESSION_TRACKING_METRICS_BACKEND names, or a one-line ConfigurationError."""
+    path = settings.REGRESSION_TRACKING_METRICS_BACKEND
+    try:
+        backend_class = import_string(path)
+    except ImportError:
+        raise ConfigurationError(
+            f"REGRESSION_TRACKING_METRICS_BACKEND {path!r} is not an importable dotted path to a "
+            "class (e.g. regression_tracking.metrics.StatsdBackend)"
+        ) from None
+    if not isinstance(backend_class, type) or not callable(getattr(backend_class, "incr", None)):
+        raise ConfigurationError(
+            f"REGRESSION_TRACKING_METRICS_BACKEND {path!r} is not a metrics backend: a class "
+            "with an incr(key, amount, tags) method"
+        )
+    extra = _BACKEND_EXTRAS.get(backend_class.__name__)
+    if extra is not None and backend_class.__module__ == __name__:
+        _import_extra(*extra)
+    return backend_class
+
+
+def check_configuration() -> None:
+    """Raise ``ConfigurationError`` when the metrics settings name no usable backend.
+
+    The entry points call it at start, so a bad setting is one line before any work, not an
+    error after detection. It builds nothing: no socket is opened.
+    """
+    _backend_class()
+
+
 @cache
 def get_backend() -> MetricsBackend:
     """The configured backend, built once per process (and again when the setting changes)."""
-    backend_class = import_string(settings.REGRESSION_TRACKING_METRICS_BACKEND)
-    backend: MetricsBackend = backend_class()
+    backend: MetricsBackend = _backend_class()()
     return backend
 
 

@@ -1,13 +1,13 @@
-"""Error reporting to Sentry, switched on by ``SENTRY_DSN``."""
+"""Error reporting to Sentry, switched on by ``SENTRY_DSN`` (the ``sentry`` extra)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-import sentry_sdk
-from sentry_sdk.integrations.django import DjangoIntegration
-from sentry_sdk.integrations.logging import LoggingIntegration
+from regression_tracking.environment import ConfigurationError
+
+INSTALL_HINT = "pip install 'regression-tracking[sentry]'"
 
 
 def init_sentry(dsn: str | None, **options: Any) -> bool:
@@ -16,10 +16,28 @@ def init_sentry(dsn: str | None, **options: Any) -> bool:
     Besides exceptions, every WARNING or worse record becomes an event (the orphan warning
     "Missing issue group for regression issue" among them, with its ``extra=`` fields); INFO
     records become breadcrumbs. ``options`` go to ``sentry_sdk.init``; their ``integrations`` are
-    added to these two.
+    added to these two. sentry-sdk is imported only here, so an install without it runs as long
+    as no DSN is set; a DSN it cannot parse is a ``ConfigurationError``, checked before init.
     """
     if not dsn:
         return False
+    try:
+        import sentry_sdk
+        from sentry_sdk.integrations.django import DjangoIntegration
+        from sentry_sdk.integrations.logging import LoggingIntegration
+        from sentry_sdk.utils import BadDsn, Dsn
+    except ImportError:
+        raise ConfigurationError(
+            f"SENTRY_DSN is set but sentry-sdk is not installed: {INSTALL_HINT}"
+        ) from None
+    try:
+        Dsn(dsn)
+    except BadDsn as error:
+        # BadDsn names the part that is wrong ("Missing public key", "Unsupported scheme …").
+        reason = str(error).splitlines()[0] if str(error) else "cannot be parsed"
+        raise ConfigurationError(f"SENTRY_DSN is not a valid Sentry DSN: {reason}") from None
+    except ValueError:
+        raise ConfigurationError("SENTRY_DSN is not a valid Sentry DSN: not a URL") from None
     integrations = [
         DjangoIntegration(),
         LoggingIntegration(level=logging.INFO, event_level=logging.WARNING),

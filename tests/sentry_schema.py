@@ -1,4 +1,4 @@
-"""Helpers to build upstream Sentry's schema (../shared/sentry_schema.sql) in PostgreSQL."""
+"""Helpers to build upstream Sentry's schema (tests/sql/sentry_schema.sql) in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import psycopg
 from django.db.backends.base.base import BaseDatabaseWrapper
 from psycopg import sql
 
-ROOT = Path(__file__).resolve().parent.parent
-SENTRY_SCHEMA_SQL = Path(
-    os.environ.get("SENTRY_SCHEMA_SQL", ROOT.parent / "shared" / "sentry_schema.sql")
-)
+# The DDL shipped with the repository; SENTRY_SCHEMA_SQL may name another (e.g. a dump of yours).
+SHIPPED_SENTRY_SCHEMA_SQL = Path(__file__).resolve().parent / "sql" / "sentry_schema.sql"
+SENTRY_SCHEMA_SQL = Path(os.environ.get("SENTRY_SCHEMA_SQL") or SHIPPED_SENTRY_SCHEMA_SQL)
 
 
 def load_sentry_schema(connection: BaseDatabaseWrapper, schema: str) -> None:

@@ -144,7 +144,7 @@ class TestLogFormatSetting:
         result = settings_in_subprocess("", REGRESSION_TRACKING_LOG_FORMAT="xml")
         assert result.returncode != 0
         assert result.stderr.splitlines()[-1] == (
-            "django.core.exceptions.ImproperlyConfigured: "
+            "regression_tracking.environment.ConfigurationError: "
             "REGRESSION_TRACKING_LOG_FORMAT must be one of key_value, json, not 'xml'"
         )
 

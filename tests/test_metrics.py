@@ -262,8 +262,8 @@ class TestSettings:
         result = settings_in_subprocess("", REGRESSION_TRACKING_STATSD_PORT="eighty")
         assert result.returncode != 0
         assert result.stderr.splitlines()[-1] == (
-            "django.core.exceptions.ImproperlyConfigured: "
-            "REGRESSION_TRACKING_STATSD_PORT must be a port number, not 'eighty'"
+            "regression_tracking.environment.ConfigurationError: "
+            "REGRESSION_TRACKING_STATSD_PORT must be a port number (1..65535), not 'eighty'"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from django.apps import apps
@@ -18,7 +19,7 @@ from regression_tracking.models import (
     RegressionGroup,
     RegressionType,
 )
-from tests.sentry_schema import SENTRY_SCHEMA_SQL, load_sentry_schema
+from tests.sentry_schema import SENTRY_TABLES, SHIPPED_SENTRY_SCHEMA_SQL, load_sentry_schema
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgresql]
 
@@ -45,9 +46,82 @@ def upstream_schema() -> None:
     load_sentry_schema(connection, SCHEMA)
 
 
-def test_schema_file_is_the_one_from_shared() -> None:
-    assert SENTRY_SCHEMA_SQL.name == "sentry_schema.sql"
-    assert "CREATE TABLE sentry_regressiongroup" in SENTRY_SCHEMA_SQL.read_text()
+# Upstream's columns of each table, in Sentry's model order (src/sentry/models/…): what the shipped
+# DDL must create, no more, no fewer.
+UPSTREAM_COLUMNS = {
+    "sentry_organization": [
+        "id", "name", "slug", "status", "date_added", "default_role", "flags", "is_test",
+    ],
+    "sentry_project": [
+        "id", "slug", "name", "forced_color", "organization_id", "public", "date_added",
+        "status", "first_event", "flags", "platform", "template_id", "external_id",
+    ],
+    "sentry_groupedmessage": [
+        "id", "logger", "level", "message", "view", "num_comments", "platform", "status",
+        "substatus", "times_seen", "last_seen", "first_seen", "first_release_id", "resolved_at",
+        "active_at", "time_spent_total", "time_spent_count", "is_public", "data", "short_id",
+        "type", "priority", "priority_locked_at", "seer_fixability_score",
+        "seer_autofix_last_triggered", "project_id",
+    ],
+    "sentry_grouphash": [
+        "id", "hash", "group_tombstone_id", "state", "group_id", "project_id", "date_added",
+    ],
+    "sentry_regressiongroup": [
+        "id", "date_added", "date_updated", "date_regressed", "date_resolved", "version",
+        "active", "project_id", "type", "fingerprint", "baseline", "regressed",
+    ],
+}  # fmt: skip
+
+# Upstream's unique keys and the index the detector's lookups use.
+UPSTREAM_UNIQUE = {
+    ("sentry_organization", ("slug",)),
+    ("sentry_project", ("organization_id", "slug")),
+    ("sentry_groupedmessage", ("project_id", "short_id")),
+    ("sentry_groupedmessage", ("project_id", "id")),
+    ("sentry_grouphash", ("project_id", "hash")),
+    ("sentry_regressiongroup", ("type", "project_id", "fingerprint", "version")),
+}
+
+
+def test_shipped_ddl_lives_in_the_repository() -> None:
+    assert SHIPPED_SENTRY_SCHEMA_SQL.is_file()
+    assert SHIPPED_SENTRY_SCHEMA_SQL.is_relative_to(Path(__file__).resolve().parent)
+
+
+def test_shipped_ddl_creates_exactly_sentrys_five_tables_and_columns(upstream_schema) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = %s ORDER BY table_name, ordinal_position",
+            [SCHEMA],
+        )
+        columns: dict[str, list[str]] = {}
+        for table, column in cursor.fetchall():
+            columns.setdefault(table, []).append(column)
+    assert columns == UPSTREAM_COLUMNS
+    assert set(columns) == SENTRY_TABLES
+
+
+def test_shipped_ddl_has_sentrys_unique_keys_and_lookup_index(upstream_schema) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.relname, array_agg(a.attname ORDER BY k.ord) "
+            "FROM pg_index AS i JOIN pg_class AS t ON t.oid = i.indrelid "
+            "JOIN pg_namespace AS n ON n.oid = t.relnamespace "
+            "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
+            "JOIN pg_attribute AS a ON a.attrelid = t.oid AND a.attnum = k.attnum "
+            "WHERE n.nspname = %s AND i.indisunique AND NOT i.indisprimary "
+            "GROUP BY i.indexrelid, t.relname",
+            [SCHEMA],
+        )
+        unique = {(table, tuple(keys)) for table, keys in cursor.fetchall()}
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = %s",
+            [SCHEMA, "sentry_regr_type_3a29e7_idx"],
+        )
+        (lookup_index,) = cursor.fetchone()
+    assert unique == UPSTREAM_UNIQUE
+    assert lookup_index.endswith("(type, project_id, fingerprint, active)")
 
 
 def test_every_modelled_column_exists_upstream_with_a_compatible_type(upstream_schema) -> None:

@@ -1,0 +1,49 @@
+"""WSGI entry point of the package (``regression_tracking.wsgi:application``).
+
+With DEBUG off the web app refuses to start on the development secret key: signed sessions and
+CSRF tokens would be forgeable. Commands, which serve no request, do not import this module.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+from django.core.handlers.wsgi import WSGIHandler
+
+from regression_tracking.cli import exit_on_configuration_error
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "regression_tracking.settings")
+
+
+def require_secret_key() -> None:
+    """Exit with one line when DEBUG is off and DJANGO_SECRET_KEY was not given."""
+    from django.conf import settings
+
+    from regression_tracking.settings import DEVELOPMENT_SECRET_KEY
+
+    if not settings.DEBUG and settings.SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+        sys.stderr.write(
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off: the web app will not start "
+            "with the development key\n"
+        )
+        sys.stderr.flush()
+        if threading.current_thread() is not threading.main_thread():
+            # runserver's autoreloader loads the app in a thread, where SystemExit ends only that
+            # thread and the server would sit there serving nothing.
+            os._exit(1)
+        raise SystemExit(1)
+
+
+def get_application() -> WSGIHandler:
+    """The WSGI application, after the configuration and the secret key are checked."""
+    from django.core.wsgi import get_wsgi_application
+
+    with exit_on_configuration_error("wsgi"):
+        application = get_wsgi_application()
+    require_secret_key()
+    return application
+
+
+application = get_application()

@@ -61,12 +61,13 @@ class IssueHash(Func):
     def as_postgresql(
         self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
     ) -> tuple[str, list[Any]]:
-        return self.as_sql(
+        sql, params = self.as_sql(
             compiler,
             connection,
             template="MD5(CONVERT_TO(%(expressions)s, 'UTF8'))",
             **extra_context,
         )
+        return sql, list(params)
 
 
 def issue_key_grouphashes(
@@ -76,10 +77,16 @@ def issue_key_grouphashes(
 
     By default the key is the outer RegressionGroup's (``OuterRef``), for ``Exists``/``Subquery``.
     """
-    return GroupHash.objects.filter(
-        project_id=project_id if project_id is not None else OuterRef("project_id"),
-        hash=IssueHash(fingerprint if fingerprint is not None else OuterRef("fingerprint")),
-    )
+    key: dict[str, Any] = {
+        "project_id": project_id if project_id is not None else OuterRef("project_id"),
+        "hash": IssueHash(fingerprint if fingerprint is not None else OuterRef("fingerprint")),
+    }
+    return GroupHash.objects.filter(**key)
+
+
+def is_live_grouphash() -> Q:
+    """True for a GroupHash that links a live group (its group is not NULL)."""
+    return Q(group__isnull=False)
 
 
 def has_live_group() -> Exists:
@@ -88,7 +95,7 @@ def has_live_group() -> Exists:
     Used negated (``~has_live_group()``), a ``NOT EXISTS`` that PostgreSQL runs as a (parallel)
     hash anti-join; never ``NOT IN``.
     """
-    return Exists(issue_key_grouphashes().filter(group__isnull=False))
+    return Exists(issue_key_grouphashes().filter(is_live_grouphash()))
 
 
 def has_grouphash() -> Exists:

@@ -39,7 +39,7 @@ DEFAULT_MIN_AGE = GRACE_PERIOD
 # Detection's statement timeout when the run has no --max-runtime (with one: the time left).
 DETECTION_STATEMENT_TIMEOUT = timedelta(minutes=30)
 # How long detection waits for a lock on the tables it reads (a queued ALTER TABLE, VACUUM FULL)
-# before it fails naming what holds them; never longer than the run's max_runtime.
+# before it fails naming what holds them; never longer than 80% of the run's max_runtime.
 DETECTION_LOCK_TIMEOUT = timedelta(seconds=30)
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 10_000
@@ -207,7 +207,9 @@ def cleanup_orphaned_regressions(
         try:
             with bounded_statements(
                 using,
-                lock_timeout=min(DETECTION_LOCK_TIMEOUT, statement_timeout),
+                # Below the statement timeout, so a wait on a table lock ends as the error that
+                # names its holder rather than as a timeout.
+                lock_timeout=min(DETECTION_LOCK_TIMEOUT, statement_timeout * 0.8),
                 statement_timeout=statement_timeout,
                 should_stop=should_stop,
             ):

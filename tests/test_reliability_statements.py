@@ -93,6 +93,7 @@ def test_max_runtime_bounds_detection_behind_a_queued_alter_table(orphans) -> No
         reader.autocommit = False
         reader.execute(f"SELECT 1 FROM {TABLE} LIMIT 1")
         alter_pid = int(alterer.info.backend_pid)
+
         def queue_alter_table() -> None:
             # It queues behind the reader; every later reader queues behind it. Cancelled at the
             # end, so the table keeps its columns.

@@ -50,7 +50,11 @@ class IssueHash(Func):
 
     PostgreSQL's ``md5(text)`` hashes the text in the database's encoding, so on a LATIN1 database
     a non-ASCII fingerprint would hash differently from Sentry; ``convert_to(…, 'UTF8')`` hashes
-    its UTF-8 bytes on every encoding. SQLite's ``MD5`` is Django's Python function over
+    its UTF-8 bytes on every encoding. On a UTF8 database (Sentry's) the text's bytes already are
+    UTF-8 and the conversion is skipped: it cost 15% of detection's one statement at 1M rows
+    (1.78 s against 1.52 s for the same anti-join count). The encoding is the server's
+    ``server_encoding`` report on the open connection; before a connection is open the
+    conversion stays (always right). SQLite's ``MD5`` is Django's Python function over
     ``str.encode()`` (UTF-8).
     """
 
@@ -61,13 +65,25 @@ class IssueHash(Func):
     def as_postgresql(
         self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
     ) -> tuple[str, list[Any]]:
-        sql, params = self.as_sql(
-            compiler,
-            connection,
-            template="MD5(CONVERT_TO(%(expressions)s, 'UTF8'))",
-            **extra_context,
-        )
+        if _server_encoding(connection) == "UTF8":
+            sql, params = self.as_sql(compiler, connection, **extra_context)
+        else:
+            sql, params = self.as_sql(
+                compiler,
+                connection,
+                template="MD5(CONVERT_TO(%(expressions)s, 'UTF8'))",
+                **extra_context,
+            )
         return sql, list(params)
+
+
+def _server_encoding(connection: BaseDatabaseWrapper) -> str | None:
+    """The PostgreSQL server's encoding as it reported it at connect time; None if not open."""
+    raw = connection.connection
+    if raw is None or getattr(raw, "closed", True):
+        return None
+    encoding: str | None = raw.info.parameter_status("server_encoding")
+    return encoding
 
 
 def issue_key_grouphashes(

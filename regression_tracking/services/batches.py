@@ -13,9 +13,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from django.db import OperationalError, connections, transaction
-from django.db.models import QuerySet
+from django.contrib.postgres.fields import ArrayField
+from django.db.models import BigIntegerField, F, Lookup, QuerySet, Value
 from django.db.models.sql import DeleteQuery, UpdateQuery
 
 from regression_tracking.models import RegressionGroup
@@ -76,15 +78,30 @@ def run_batch(
     return None
 
 
+class EqualsAny(Lookup):  # type: ignore[type-arg]
+    """``lhs = ANY(rhs)``: ``rhs`` an array."""
+
+    lookup_name = "equals_any"
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        return f"{lhs} = ANY({rhs})", [*lhs_params, *rhs_params]
+
+
 def still_eligible(
     batch_ids: Sequence[int], *, deactivate: bool, cutoff: datetime, using: str
 ) -> QuerySet[RegressionGroup]:
     """The batch's rows that are eligible orphans now: what its write statement may touch."""
-    return eligible_orphans(
-        RegressionGroup.objects.using(using).filter(id__in=batch_ids),
-        cutoff=cutoff,
-        active_only=deactivate,
-    )
+    rows = RegressionGroup.objects.using(using)
+    if connections[using].vendor == "postgresql":
+        # ``id = ANY(%s)``, the ids as one array parameter: measured 20% faster than 1,000 scalar
+        # parameters per batch (benchmarks.alternatives, delete_batches_id_array/_id_list).
+        ids = Value(list(batch_ids), output_field=ArrayField(BigIntegerField()))
+        rows = rows.filter(EqualsAny(F("id"), ids))
+    else:
+        rows = rows.filter(id__in=batch_ids)
+    return eligible_orphans(rows, cutoff=cutoff, active_only=deactivate)
 
 
 def _run_batch(

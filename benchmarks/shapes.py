@@ -8,8 +8,8 @@ Shapes (each built with ``INSERT … SELECT generate_series`` by ``benchmarks.da
 - ``discarded``: as many GroupHashes without a group as with one (Sentry's "delete and discard");
 - ``large_projects``: 10 projects of N/10 rows each.
 
-Per shape, in-process (no command start-up): detection (``detect_orphans``) against the
-one-statement count; the delete (``cleanup_orphaned_regressions``) against one ``DELETE … NOT
+Per shape: the command (a subprocess, its start-up subtracted) for detection (``--dry-run``)
+against the one-statement count, delete and deactivate against one ``DELETE`` or ``UPDATE … NOT
 EXISTS``; Sentry's ``BulkDeleteQuery`` pattern on the orphan predicate (``DELETE … WHERE id =
 ANY(ARRAY(SELECT id … LIMIT 10000))`` until no row is left); and the seed's per-row design (a
 query per RegressionGroup), timed on a sample of rows and extrapolated to N.
@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import statistics
 import sys
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,42 +45,62 @@ def _discard_half_the_grouphashes() -> None:
     dataset.vacuum(("sentry_grouphash",))
 
 
-def measure_shape(name: str, *, rows: int, projects: int) -> dict[str, Any]:
+def measure_shape(
+    name: str, *, rows: int, projects: int, database_url: str, repeat: int
+) -> dict[str, Any]:
     from django.db import connection, transaction
-    from django.utils import timezone
 
     from benchmarks import dataset
-    from benchmarks.floor import FLOOR_COUNT, FLOOR_DELETE, ORPHAN, run_statement
-    from regression_tracking.services import cleanup_orphaned_regressions, detect_orphans
+    from benchmarks.commands import cleanup_args, run_manage
+    from benchmarks.floor import FLOOR_COUNT, FLOOR_DELETE, FLOOR_UPDATE, ORPHAN, run_statement
 
     expected = dataset.build(rows=rows, projects=projects)
     if name == "discarded":
         _discard_half_the_grouphashes()
         expected = dataset.count_expected()
     dataset.snapshot()
-    cutoff = timezone.now() - timedelta(hours=24)
     figures: dict[str, Any] = {"shape": name, "rows": rows, "projects": projects}
     figures["grouphashes"] = expected.grouphashes
     figures["orphans"] = expected.orphans
+    # The process baseline: ``manage.py check`` (start-up time, median of 5, and its peak RSS).
+    checks = [run_manage(["check"], database_url) for _ in range(5)]
+    startup = statistics.median(run.seconds for run in checks)
+    baseline_rss = max(run.max_rss_mb for run in checks)
+    figures["startup_seconds"] = startup
+    figures["baseline_rss_mb"] = baseline_rss
 
-    floor_count = min(run_statement(FLOOR_COUNT).seconds for _ in range(2))
-    detect = []
-    for _ in range(2):
-        started = time.perf_counter()
-        detection = detect_orphans(cutoff=cutoff)
-        detect.append(time.perf_counter() - started)
-        assert len(detection.eligible_ids) == expected.orphans, detection
-    figures["detect"] = {"floor": floor_count, "service": min(detect)}
+    def command(*extra: str) -> tuple[float, float, dict[str, Any]]:
+        run = run_manage(cleanup_args(*extra, batch_size=1000), database_url)
+        return run.seconds - startup, run.max_rss_mb, run.result
 
-    dataset.restore()
-    floor_delete = run_statement(FLOOR_DELETE)
-    assert floor_delete.rows == expected.orphans
-    dataset.restore()
-    started = time.perf_counter()
-    result = cleanup_orphaned_regressions(min_age=timedelta(hours=24))
-    service_delete = time.perf_counter() - started
-    assert result.acted == expected.orphans
-    figures["delete"] = {"floor": floor_delete.seconds, "service": service_delete}
+    floor_count, detect, rss = [], [], []
+    for _ in range(repeat):
+        floor_count.append(run_statement(FLOOR_COUNT).seconds)
+        seconds, peak, result = command("--dry-run")
+        assert result["would_act"] == expected.orphans, result
+        detect.append(seconds)
+        rss.append(peak)
+    figures["detect"] = {"floor": min(floor_count), "command": min(detect)}
+    for label, floor_sql, args, changed in (
+        ("delete", FLOOR_DELETE, ("--action", "delete"), expected.orphans),
+        ("deactivate", FLOOR_UPDATE, ("--action", "deactivate"), expected.active_orphans),
+    ):
+        floors, commands = [], []
+        for _ in range(repeat):
+            dataset.restore()
+            statement = run_statement(floor_sql)
+            assert statement.rows == changed, (label, statement.rows)
+            floors.append(statement.seconds)
+            dataset.restore()
+            seconds, peak, result = command(*args)
+            assert result["acted"] == changed, result
+            commands.append(seconds)
+            rss.append(peak)
+        figures[label] = {"floor": min(floors), "command": min(commands)}
+    figures["max_rss_mb"] = max(rss)
+    figures["rss_above_baseline_bytes_per_orphan"] = (
+        (max(rss) - baseline_rss) * 1024 * 1024 / max(expected.orphans, 1)
+    )
 
     # Sentry's BulkDeleteQuery: chunks of ids chosen by the predicate, until none is left.
     dataset.restore()
@@ -125,22 +144,29 @@ def measure_shape(name: str, *, rows: int, projects: int) -> dict[str, Any]:
     figures["per_row_extrapolated"] = per_row * rows
     figures["per_row_sample"] = len(sample)
     dataset.drop_snapshot()
-    figures["max_rss_mb_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return figures
 
 
 def summarize(figures: dict[str, Any]) -> str:
-    detect, delete = figures["detect"], figures["delete"]
-    total = delete["service"]
+    def ratio(label: str) -> str:
+        step = figures[label]
+        return (
+            f"{label} {step['command']:.2f}s / floor {step['floor']:.2f}s ="
+            f" {step['command'] / step['floor']:.2f}x"
+        )
+
+    delete = figures["delete"]["command"]
     return (
-        f"{figures['shape']:<15} N={figures['rows']:>9,} detect {detect['service']:.2f}s / floor"
-        f" {detect['floor']:.2f}s = {detect['service'] / detect['floor']:.2f}x;"
-        f" delete {total:.2f}s / floor {delete['floor']:.2f}s = {total / delete['floor']:.2f}x;"
-        f" BulkDeleteQuery {figures['bulk_delete_query']:.2f}s"
-        f" ({figures['bulk_delete_query'] / total:.2f}x ours);"
-        f" per-row (extrapolated) {figures['per_row_extrapolated']:.0f}s"
-        f" ({figures['per_row_extrapolated'] / total:.0f}x ours);"
-        f" s per M rows (delete) {total / figures['rows'] * 1e6:.2f}"
+        f"{figures['shape']:<15} N={figures['rows']:>9,} orphans={figures['orphans']:,}: "
+        + "; ".join(ratio(label) for label in ("detect", "delete", "deactivate"))
+        + f"; BulkDeleteQuery {figures['bulk_delete_query']:.2f}s"
+        f" ({figures['bulk_delete_query'] / delete:.2f}x our delete);"
+        f" per-row (extrapolated from {figures['per_row_sample']:,})"
+        f" {figures['per_row_extrapolated']:.0f}s"
+        f" ({figures['per_row_extrapolated'] / delete:.0f}x);"
+        f" delete {delete / figures['rows'] * 1e6:.2f} s per M rows;"
+        f" peak RSS {figures['max_rss_mb']:.1f} MB (baseline {figures['baseline_rss_mb']:.1f} MB,"
+        f" {figures['rss_above_baseline_bytes_per_orphan']:.0f} B per orphan above it)"
     )
 
 
@@ -149,25 +175,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--scale", default="100000", help="Extra row counts, default shape.")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--shapes", default="default,discarded,large_projects", help="Shapes at --rows."
+    )
     parser.add_argument("--json", type=Path)
     options = parser.parse_args(argv)
     setup_django(options.database_url)
     from benchmarks.run import migrate
 
     migrate(options.database_url)
-    runs = [
-        ("default", options.rows, 1_000),
-        ("discarded", options.rows, 1_000),
-        ("large_projects", options.rows, 10),
-    ]
+    project_counts = {"default": 1_000, "discarded": 1_000, "large_projects": 10}
+    shapes = [name for name in options.shapes.split(",") if name]
+    runs = [(name, options.rows, project_counts[name]) for name in shapes]
     runs += [("default", int(n), 1_000) for n in options.scale.split(",") if n]
     report = []
     for name, rows, projects in runs:
-        figures = measure_shape(name, rows=rows, projects=projects)
+        figures = measure_shape(
+            name,
+            rows=rows,
+            projects=projects,
+            database_url=options.database_url,
+            repeat=options.repeat,
+        )
         report.append(figures)
         print(summarize(figures), flush=True)
-    if options.json:
-        options.json.write_text(json.dumps(report, indent=2) + "\n")
+        if options.json:
+            options.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

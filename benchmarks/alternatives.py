@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from benchmarks import dataset
 from benchmarks.floor import FLOOR_COUNT, OLD_ENOUGH, ORPHAN, run_statement
-from regression_tracking.services import count_in_scope, select_orphans
+from regression_tracking.services import detect_orphans
 
 # The index that makes the anti-join's probe index-only: the live GroupHashes by issue key.
 LIVE_KEY_INDEX = "benchmark_grouphash_live_key"
@@ -74,10 +74,8 @@ def detection_in_process() -> float:
     bookkeeping the cleanup does with it, in this process."""
     started = time.perf_counter()
     cutoff = timezone.now() - timedelta(hours=24)
-    count_in_scope()
-    orphans = select_orphans(cutoff=cutoff)
-    eligible = [orphan.id for orphan in orphans if orphan.old_enough]
-    assert len(eligible) == len(orphans)
+    detection = detect_orphans(cutoff=cutoff)
+    assert len(detection.eligible_ids) == detection.orphaned
     return time.perf_counter() - started
 
 

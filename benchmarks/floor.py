@@ -64,10 +64,8 @@ def explain_plan(sql: str, params: list[Any] | None = None) -> str:
 def statement_kind(sql: str) -> str:
     """Which step of the cleanup a statement belongs to, from its text."""
     text = sql.lstrip().upper()
-    if text.startswith("SELECT COUNT(*)"):
-        return "count_in_scope"
     if "LEFT JOIN" in text:
-        return "select_orphans"
+        return "detect_orphans"
     if text.startswith(("DELETE", "UPDATE")) or (text.startswith("SELECT") and " IN (" in text):
         return "batches"
     return "other"

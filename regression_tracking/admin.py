@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -250,7 +251,9 @@ class RegressionGroupAdmin(ModelAdmin[RegressionGroup]):
     def _clean_up_selection(
         self, request: HttpRequest, queryset: QuerySet[RegressionGroup], action: CleanupAction
     ) -> None:
-        ids = tuple(queryset.values_list("id", flat=True)[: MAX_ACTION_SELECTION + 1])
+        ids = _selected_ids(request) or tuple(
+            queryset.values_list("id", flat=True)[: MAX_ACTION_SELECTION + 1]
+        )
         if len(ids) > MAX_ACTION_SELECTION:
             self.message_user(
                 request,
@@ -274,6 +277,17 @@ class RegressionGroupAdmin(ModelAdmin[RegressionGroup]):
     def get_urls(self) -> list[URLPattern]:
         # The orphan overview page (admin_overview.py), linked from the changelist's template.
         return [*overview_urls(self), *super().get_urls()]
+
+
+def _selected_ids(request: HttpRequest) -> tuple[int, ...] | None:
+    """The ids ticked on the page, including rows deleted since (reported as gone); None when
+    the action applies to the whole filtered list ("select all") or the ids are not ids."""
+    if request.POST.get("select_across") not in (None, "", "0"):
+        return None
+    posted = request.POST.getlist(ACTION_CHECKBOX_NAME)
+    if not posted or not all(value.isascii() and value.isdigit() for value in posted):
+        return None
+    return tuple(int(value) for value in posted[: MAX_ACTION_SELECTION + 1])
 
 
 def describe_outcome(outcome: SelectionCleanup) -> str:

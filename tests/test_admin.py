@@ -16,7 +16,7 @@ from django.utils import timezone
 from regression_tracking import admin as admin_module
 from regression_tracking.models import Group, GroupHash, RegressionGroup, RegressionType
 from regression_tracking.services import cleanup as cleanup_module
-from regression_tracking.services import select_orphans
+from regression_tracking.services import detect_orphans, select_orphans
 from regression_tracking.services.admin_queries import IssueState, filter_by_issue_state
 from regression_tracking.services.locking import CLEANUP_LOCK_CLASS
 from tests.factories import (
@@ -312,14 +312,14 @@ class TestDeactivateAction:
     ) -> None:
         """The race rule through the admin: the write re-checks the orphan predicate."""
 
-        def select_then_issue_appears(**kwargs: Any) -> Any:
-            orphans = select_orphans(**kwargs)
+        def detect_then_issue_appears(**kwargs: Any) -> Any:
+            orphans = detect_orphans(**kwargs)
             grouphash = GroupHash.objects.get(hash=issue_hash(world.discarded))
             grouphash.group = GroupFactory.create(project=world.discarded.project)
             grouphash.save()
             return orphans
 
-        monkeypatch.setattr(cleanup_module, "select_orphans", select_then_issue_appears)
+        monkeypatch.setattr(cleanup_module, "detect_orphans", detect_then_issue_appears)
         response = run_action(
             admin_client, "deactivate_selected_orphans", [world.old_active.id, world.discarded.id]
         )
@@ -376,12 +376,12 @@ class TestDeleteAction:
         gone_id = world.old_active.id
         world.old_active.delete()
         response = run_action(admin_client, "delete_selected_orphans", [gone_id, world.linked.id])
-        # Django's action only gets the rows that still exist.
+        # The ticked ids, not only the rows that still exist: the deleted one is gone.
         assert messages_of(response) == [
             (
                 "warning",
-                "Deleted 0 of 1 selected regression group; left alone 1: 1 not orphaned"
-                " (a live issue).",
+                "Deleted 0 of 2 selected regression groups; left alone 2: 1 not orphaned"
+                " (a live issue), 1 no longer there.",
             )
         ]
 

@@ -51,7 +51,7 @@ def test_small_run_produces_every_figure() -> None:
     assert memory["rows_at_tenth"] == ROWS // 10
     assert 10 < memory["max_rss_mb_at_tenth"] <= memory["max_rss_mb"] * 2
     assert math.isfinite(report["shards"]["two_shards_parallel_seconds"])
-    for step in ("count_in_scope", "select_orphans", "python", "total"):
+    for step in ("detect_orphans", "python", "total"):
         assert step in report["profile"]["dry_run"]
     assert report["profile"]["delete"]["batches"]["statements"] >= 1
     alternatives = report["alternatives"]

@@ -151,9 +151,9 @@ def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[Write]:
     writes: list[Write] = []
     real_write = batches_module._write
 
-    def timed_write(conn, action, batch_ids, *, cutoff, now):
+    def timed_write(eligible, **kwargs):
         began = time.monotonic()
-        ids = real_write(conn, action, batch_ids, cutoff=cutoff, now=now)
+        ids = real_write(eligible, **kwargs)
         writes.append(Write(began, time.monotonic(), tuple(ids)))
         return ids
 

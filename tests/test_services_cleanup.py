@@ -7,6 +7,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from regression_tracking.log import record_extra
 from regression_tracking.models import GroupHash, RegressionGroup, RegressionType
@@ -24,6 +25,7 @@ from regression_tracking.services import (
 from regression_tracking.services import batches as batches_module
 from regression_tracking.services.backup import row_to_dict
 from regression_tracking.services.locking import CLEANUP_LOCK_CLASS, SHARD_LOCK_CLASS
+from regression_tracking.services.orphan_rule import eligible_orphans
 from tests.factories import (
     GroupFactory,
     create_issue_for,
@@ -179,9 +181,26 @@ class TestBatches:
         assert result.stop_reason == StopReason.INTERRUPTED
 
     def test_sleep_pauses_between_batches_only(self, world) -> None:
-        result = cleanup_orphaned_regressions(batch_size=1, sleep=0.2)
+        now = [0.0]
+        pauses: list[float] = []
+        batches_at: list[float] = []
+
+        def pause(seconds: float) -> None:
+            pauses.append(seconds)
+            now[0] += seconds
+
+        result = cleanup_orphaned_regressions(
+            batch_size=1,
+            sleep=0.25,
+            clock=lambda: now[0],
+            pause=pause,
+            on_batch=lambda report: batches_at.append(now[0]),
+        )
         assert result.batches == 3
-        assert 0.4 <= result.elapsed_seconds < 5
+        # 0.25 s in slices of at most 0.1 s, between batches 1-2 and 2-3, none after the last.
+        assert pauses == pytest.approx([0.1, 0.1, 0.05] * 2)
+        assert batches_at == pytest.approx([0.0, 0.25, 0.5])
+        assert result.elapsed_seconds == pytest.approx(0.5)
 
 
 class TestScope:
@@ -225,24 +244,35 @@ class TestRaceRule:
 
     def test_every_write_statement_restates_the_predicate(self, world, monkeypatch) -> None:
         statements: list[str] = []
-        real_write = batches_module._write
 
-        def spy(conn, action, batch_ids, *, cutoff, now):
-            def record(execute, sql, *args):
+        def record(execute, sql, *args):
+            if sql.startswith(("DELETE", "UPDATE")):
                 statements.append(sql)
-                return execute(sql, *args)
+            return execute(sql, *args)
 
-            with conn.execute_wrapper(record):
-                return real_write(conn, action, batch_ids, cutoff=cutoff, now=now)
-
-        monkeypatch.setattr(batches_module, "_write", spy)
-        cleanup_orphaned_regressions(batch_size=2)
-        cleanup_orphaned_regressions(action=CleanupAction.DEACTIVATE, min_age=timedelta(0))
+        with connection.execute_wrapper(record):
+            cleanup_orphaned_regressions(batch_size=2)
+            cleanup_orphaned_regressions(action=CleanupAction.DEACTIVATE, min_age=timedelta(0))
         assert len(statements) == 3
         for sql in statements:
-            assert "NOT EXISTS (SELECT 1 FROM" in sql
+            assert "NOT EXISTS(SELECT" in sql.replace("NOT EXISTS (", "NOT EXISTS(")
             assert "IS NOT NULL" in sql
             assert '"date_added" < ' in sql
+            assert "RETURNING" in sql
+
+    def test_the_orm_delete_of_eligible_orphans_is_one_fast_delete(
+        self, world, django_assert_num_queries
+    ) -> None:
+        eligible = eligible_orphans(
+            RegressionGroup.objects.filter(id__in=[world.old_active.id, world.linked.id]),
+            cutoff=timezone.now() - timedelta(hours=24),
+        )
+        with django_assert_num_queries(1) as captured:
+            deleted, _ = eligible.delete()
+        assert deleted == 1
+        [query] = captured.captured_queries
+        assert query["sql"].startswith("DELETE FROM")
+        assert "NOT EXISTS" in query["sql"]
 
 
 class TestBackupAndRestore:

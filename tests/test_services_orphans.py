@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,10 +19,11 @@ from regression_tracking.services import (
     OrphanReason,
     OrphanScope,
     bulk_get_groups_from_fingerprints,
-    count_in_scope,
-    orphan_predicate_sql,
+    detect_orphans,
     select_orphans,
 )
+from regression_tracking.services import orphans as orphans_module
+from regression_tracking.services.orphan_rule import IssueHash, is_orphan
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,
@@ -171,25 +173,82 @@ class TestSelection:
         with django_assert_num_queries(1):
             assert len(select_orphans(cutoff=far_future())) == 3
 
-    def test_count_in_scope_counts_linked_and_orphaned(self) -> None:
+    def test_detection_counts_linked_and_orphaned(self) -> None:
         linked = create_linked_regression()
         RegressionGroupFactory.create(project=linked.project)
         RegressionGroupFactory.create()
-        assert count_in_scope() == 3
-        assert count_in_scope(scope=OrphanScope(project_ids=(linked.project_id,))) == 2
+        assert detect_orphans(cutoff=far_future()).scanned == 3
+        scope = OrphanScope(project_ids=(linked.project_id,))
+        assert detect_orphans(cutoff=far_future(), scope=scope).scanned == 2
 
 
 @pytest.mark.postgresql
 def test_postgresql_plans_the_predicate_as_an_anti_join() -> None:
     RegressionGroupFactory.create_batch(3)
-    sql = "EXPLAIN SELECT rg.id FROM sentry_regressiongroup rg WHERE " + orphan_predicate_sql(
-        connection, "rg"
-    )
     with connection.cursor() as cursor:
+        # Tiny tables: without these the planner may pick a nested loop or a merge join; the point
+        # is that the predicate can be planned as a hash anti-join (never a subplan per row).
         cursor.execute("SET LOCAL enable_nestloop = off")
-        cursor.execute(sql)
+        cursor.execute("SET LOCAL enable_mergejoin = off")
+    plan = RegressionGroup.objects.filter(is_orphan()).values("id").explain()
+    assert "Hash Anti Join" in plan, plan
+
+
+@pytest.mark.postgresql
+def test_postgresql_plans_detection_as_one_anti_join_statement(
+    django_assert_num_queries,
+) -> None:
+    RegressionGroupFactory.create_batch(3)
+    with connection.cursor() as cursor:
+        # Tiny tables: without these the planner may pick a nested loop or a merge join; the point
+        # is that the predicate can be planned as a hash anti-join (never a subplan per row).
+        cursor.execute("SET LOCAL enable_nestloop = off")
+        cursor.execute("SET LOCAL enable_mergejoin = off")
+    scanned, scanned_params, from_sql, params = orphans_module._census(
+        scope=OrphanScope(), cutoff=far_future(), active_only=False, id_range=None, using="default"
+    )
+    census = orphans_module._POSTGRESQL_CENSUS.format(scanned=scanned) + from_sql
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + census, scanned_params + params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Hash Anti Join" in plan, plan
+    # Savepoint, set_config, the bounds of the id range, the census, release.
+    with django_assert_num_queries(5):
+        detection = detect_orphans(cutoff=far_future())
+    assert (detection.scanned, len(detection.eligible_ids)) == (3, 3)
+
+
+class TestDetection:
+    def test_counts_reasons_too_recent_and_eligible_ids_in_id_order(self) -> None:
+        now = timezone.now()
+        create_linked_regression()
+        missing = RegressionGroupFactory.create(date_added=now - timedelta(days=3))
+        discarded = RegressionGroupFactory.create(date_added=now - timedelta(days=2))
+        create_grouphash_without_group(discarded)
+        inactive = RegressionGroupFactory.create(active=False, date_added=now - timedelta(days=2))
+        RegressionGroupFactory.create(date_added=now)
+        detection = detect_orphans(cutoff=now - timedelta(hours=24))
+        assert detection.scanned == 5
+        assert detection.by_reason == {MISSING: 3, WITHOUT_GROUP: 1}
+        assert (detection.orphaned, detection.too_recent) == (4, 1)
+        assert list(detection.eligible_ids) == [missing.id, discarded.id, inactive.id]
+        active_only = detect_orphans(cutoff=now - timedelta(hours=24), active_only=True)
+        assert list(active_only.eligible_ids) == [missing.id, discarded.id]
+
+    def test_several_id_ranges_add_up(self, monkeypatch) -> None:
+        rows = RegressionGroupFactory.create_batch(5)
+        create_issue_for(rows[2])
+        whole = detect_orphans(cutoff=far_future())
+        monkeypatch.setattr(orphans_module, "DETECTION_RANGE_IDS", 2)
+        ranged = detect_orphans(cutoff=far_future())
+        assert ranged == whole
+        assert list(ranged.eligible_ids) == [r.id for r in rows if r is not rows[2]]
+
+    def test_empty_scope_and_empty_table(self) -> None:
+        assert detect_orphans(cutoff=far_future()) == orphans_module.Detection()
+        RegressionGroupFactory.create()
+        empty = detect_orphans(cutoff=far_future(), scope=OrphanScope(project_ids=()))
+        assert empty.scanned == 0
 
 
 GRACE = timedelta(hours=24)
@@ -260,3 +319,17 @@ def test_selection_agrees_with_a_brute_force_oracle(rows, issues, scope_project)
             expected, key=lambda o: o.id
         )
         transaction.set_rollback(True)
+
+
+@pytest.mark.postgresql
+def test_issue_hash_skips_the_conversion_only_on_a_utf8_database() -> None:
+    regression = RegressionGroupFactory.create(fingerprint="ünïcødé/日本")
+    queryset = RegressionGroup.objects.annotate(key=IssueHash(F("fingerprint"))).values_list(
+        "key", flat=True
+    )
+    # The factory's INSERT opened the connection: the server said it is UTF8.
+    assert connection.connection.info.parameter_status("server_encoding") == "UTF8"
+    sql = str(queryset.query)
+    assert "MD5(" in sql
+    assert "CONVERT_TO" not in sql
+    assert list(queryset) == [hash_fingerprint([regression.fingerprint])[0]]

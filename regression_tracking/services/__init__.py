@@ -1,6 +1,9 @@
-"""All database logic: the issue lookup, orphan selection and the cleanup.
+"""All database logic: the issue lookup, orphan detection and the cleanup.
 
-Commands, the admin and tests call these functions; nothing here prints.
+Commands, the admin and tests call these functions; nothing here prints. One import path per
+name: a name listed here is imported from ``regression_tracking.services`` everywhere outside
+this package; anything not listed is imported from its submodule. Inside the package, modules
+import from their sibling submodules (never from this facade).
 """
 
 from __future__ import annotations
@@ -15,17 +18,17 @@ from regression_tracking.services.backup import (
     read_backup,
     restore_regression_groups,
 )
-from regression_tracking.services.batches import CleanupAction
 from regression_tracking.services.cleanup import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MIN_AGE,
     MAX_BATCH_SIZE,
     BatchReport,
+    CleanupAction,
     CleanupResult,
     StopReason,
     cleanup_orphaned_regressions,
 )
-from regression_tracking.services.locking import CleanupAlreadyRunning
+from regression_tracking.services.locking import CleanupAlreadyRunning, DetectionLockTimeout
 from regression_tracking.services.lookup import (
     MISSING_GROUP_MESSAGE,
     MISSING_ISSUE_GROUP_MESSAGE,
@@ -34,13 +37,13 @@ from regression_tracking.services.lookup import (
     get_group_from_fingerprint,
     get_issue_groups_for_regressions,
 )
+from regression_tracking.services.orphan_rule import OrphanReason
 from regression_tracking.services.orphans import (
     GRACE_PERIOD,
+    Detection,
     Orphan,
-    OrphanReason,
     OrphanScope,
-    count_in_scope,
-    orphan_predicate_sql,
+    detect_orphans,
     select_orphans,
 )
 from regression_tracking.services.versioning import (
@@ -78,6 +81,8 @@ __all__ = [
     "CleanupAlreadyRunning",
     "CleanupResult",
     "DetectedRegression",
+    "Detection",
+    "DetectionLockTimeout",
     "Orphan",
     "OrphanReason",
     "OrphanScope",
@@ -89,12 +94,11 @@ __all__ = [
     "UnknownProjectsError",
     "bulk_get_groups_from_fingerprints",
     "cleanup_orphaned_regressions",
-    "count_in_scope",
     "decode_lines",
+    "detect_orphans",
     "get_group_from_fingerprint",
     "get_issue_groups_for_regressions",
     "get_regression_groups",
-    "orphan_predicate_sql",
     "read_backup",
     "restore_regression_groups",
     "save_regressions_with_versions",

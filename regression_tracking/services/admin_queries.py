@@ -14,13 +14,23 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TypedDict
 
 from django.db import DEFAULT_DB_ALIAS
-from django.db.models import Exists, OuterRef, QuerySet, Subquery, TextChoices
-from django.db.models.functions import MD5
+from django.db.models import F, QuerySet, Subquery, TextChoices
 
-from regression_tracking.models import GroupHash, RegressionGroup
-from regression_tracking.services.batches import CleanupAction
-from regression_tracking.services.cleanup import DEFAULT_MIN_AGE, cleanup_orphaned_regressions
-from regression_tracking.services.orphans import OrphanReason, OrphanScope
+from regression_tracking.models import RegressionGroup
+from regression_tracking.services.cleanup import (
+    DEFAULT_MIN_AGE,
+    CleanupAction,
+    cleanup_orphaned_regressions,
+)
+from regression_tracking.services.orphan_rule import (
+    IssueHash,
+    OrphanReason,
+    has_grouphash,
+    has_live_group,
+    is_live_grouphash,
+    issue_key_grouphashes,
+)
+from regression_tracking.services.orphans import OrphanScope
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -49,19 +59,14 @@ class IssueState(TextChoices):
     )
 
 
-def issue_key_grouphashes() -> QuerySet[GroupHash]:
-    """GroupHashes with the outer RegressionGroup's issue key (at most one: the key is unique)."""
-    return GroupHash.objects.filter(project=OuterRef("project"), hash=MD5(OuterRef("fingerprint")))
-
-
 def with_issue_links(
     queryset: QuerySet[RegressionGroup],
 ) -> QuerySet[RegressionGroupWithIssue]:
     """``queryset`` with the IssueLinks columns, computed in the same statement."""
     key = issue_key_grouphashes()
     return queryset.annotate(
-        issue_hash=MD5("fingerprint"),
-        issue_group_id=Subquery(key.filter(group__isnull=False).values("group_id")[:1]),
+        issue_hash=IssueHash(F("fingerprint")),
+        issue_group_id=Subquery(key.filter(is_live_grouphash()).values("group_id")[:1]),
         issue_grouphash_id=Subquery(key.values("id")[:1]),
     )
 
@@ -69,16 +74,14 @@ def with_issue_links(
 def filter_by_issue_state(
     queryset: QuerySet[RegressionGroup], state: IssueState
 ) -> QuerySet[RegressionGroup]:
-    """The rows of ``queryset`` in ``state``, by the orphan definition and reasons of DESIGN §3."""
-    key = issue_key_grouphashes()
-    has_live_group = Exists(key.filter(group__isnull=False))
+    """The rows of ``queryset`` in ``state``, by the orphan rule and reasons of DESIGN §3."""
     if state == IssueState.LINKED:
-        return queryset.filter(has_live_group)
+        return queryset.filter(has_live_group())
     if state == IssueState.ORPHAN:
-        return queryset.filter(~has_live_group)
+        return queryset.filter(~has_live_group())
     if state == IssueState.MISSING_GROUPHASH:
-        return queryset.filter(~Exists(key))
-    return queryset.filter(~has_live_group, Exists(key.filter(group__isnull=True)))
+        return queryset.filter(~has_grouphash())
+    return queryset.filter(~has_live_group(), has_grouphash())
 
 
 class SelectionOutcome(enum.StrEnum):
@@ -125,8 +128,10 @@ def cleanup_selected_orphans(
 ) -> SelectionCleanup:
     """Delete or deactivate the selected rows that are orphans older than ``min_age``.
 
-    The cleanup service does the work (its advisory lock, batches and race rule included); this
-    only splits the selection by what happened to each row. Raises ``CleanupAlreadyRunning``.
+    The cleanup service does the work (its advisory lock, batches and race rule included); the
+    counts all come from its one result (one detection statement, then the batches), so they add
+    up to the selection. A selected id the detection did not see is GONE. Raises
+    ``CleanupAlreadyRunning``.
     """
     result = cleanup_orphaned_regressions(
         action=action, scope=OrphanScope(ids=tuple(sorted(set(ids)))), min_age=min_age, using=using

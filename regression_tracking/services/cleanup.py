@@ -1,6 +1,7 @@
 """Cleanup of orphaned RegressionGroups: find them in one statement, act in short batches.
 
-The candidates come from ``select_orphans`` (one set-based anti-join). The writes go in batches of
+The candidates come from ``detect_orphans`` (one pass over the table, under a lock timeout and a
+statement timeout, cancelled when the run is asked to stop). The writes go in batches of
 candidate ids in id order, one transaction each, and every write statement re-states the orphan
 predicate and the age cutoff (the race rule): a GroupHash committed before a batch's statement runs
 saves its row. A crash loses at most the uncommitted batch; rerunning finishes the job.
@@ -11,8 +12,6 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from array import array
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -23,19 +22,25 @@ from django.utils import timezone
 
 from regression_tracking import metrics
 from regression_tracking.services.backup import BackupWriter
-from regression_tracking.services.batches import CleanupAction, run_batch
-from regression_tracking.services.locking import MAX_SHARDS, advisory_lock
-from regression_tracking.services.orphans import (
-    GRACE_PERIOD,
-    OrphanReason,
-    OrphanScope,
-    count_in_scope,
-    select_orphans,
+from regression_tracking.services.batches import run_batch
+from regression_tracking.services.locking import (
+    MAX_SHARDS,
+    StatementCancelled,
+    StatementTimedOut,
+    advisory_lock,
+    bounded_statements,
 )
+from regression_tracking.services.orphan_rule import OrphanReason
+from regression_tracking.services.orphans import GRACE_PERIOD, OrphanScope, detect_orphans
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MIN_AGE = GRACE_PERIOD
+# Detection's statement timeout when the run has no --max-runtime (with one: the time left).
+DETECTION_STATEMENT_TIMEOUT = timedelta(minutes=30)
+# How long detection waits for a lock on the tables it reads (a queued ALTER TABLE, VACUUM FULL)
+# before it fails naming what holds them; never longer than 80% of the run's max_runtime.
+DETECTION_LOCK_TIMEOUT = timedelta(seconds=30)
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 10_000
 # Sleeps between batches are cut in slices this long, so an interrupt is seen promptly.
@@ -44,6 +49,13 @@ SLEEP_SLICE_SECONDS = 0.1
 DETECTED_METRIC = "regression_tracking.orphans.detected"
 DELETED_METRIC = "regression_tracking.orphans.deleted"
 DEACTIVATED_METRIC = "regression_tracking.orphans.deactivated"
+
+
+class CleanupAction(enum.StrEnum):
+    # Remove the row.
+    DELETE = "delete"
+    # Keep the row as history: active = false, date_resolved = now (active orphans only).
+    DEACTIVATE = "deactivate"
 
 
 class StopReason(enum.StrEnum):
@@ -145,13 +157,18 @@ def cleanup_orphaned_regressions(
     using: str = DEFAULT_DB_ALIAS,
     on_batch: Callable[[BatchReport], None] | None = None,
     should_stop: Callable[[], bool] = _never_stop,
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
 ) -> CleanupResult:
     """Delete or deactivate the orphans older than ``min_age`` in scope, in batches.
 
     A dry run takes the same path through the batches (caps, interrupts, reports) minus the
     writes: each batch would act on its eligible ids as the detection statement found them.
     ``should_stop`` is asked between batches (a signal handler sets it): the current batch always
-    finishes. Raises ``CleanupAlreadyRunning`` when another run holds the lock (PostgreSQL),
+    finishes; during detection it cancels the statement. ``clock`` and ``pause`` are the run's
+    time (``time.monotonic``, ``time.sleep``). Raises ``DetectionLockTimeout`` (naming what holds
+    the table) when detection waits too long for a table lock,
+    ``CleanupAlreadyRunning`` when another run holds the lock (PostgreSQL),
     ``ValueError`` for bad arguments, and database errors as they come; finished batches stay done.
     """
     scope = scope or OrphanScope()
@@ -164,7 +181,7 @@ def cleanup_orphaned_regressions(
         shard=scope.shard,
     )
     action = CleanupAction(action)
-    started = time.monotonic()
+    started = clock()
     now = timezone.now()
     cutoff = now - min_age
     result = CleanupResult(dry_run=dry_run, action=action)
@@ -182,44 +199,60 @@ def cleanup_orphaned_regressions(
             "max_rows": max_rows,
         },
     )
+    deadline = started + max_runtime.total_seconds() if max_runtime else None
     with advisory_lock(using, scope.shard):
-        result.scanned = count_in_scope(scope=scope, using=using)
-        orphans = select_orphans(cutoff=cutoff, scope=scope, using=using)
-        reasons: Counter[OrphanReason] = Counter()
-        # Ids as 8-byte integers: a million candidates take 8 MB, not 36.
-        eligible = array("q")
-        for orphan in orphans:
-            reasons[orphan.reason] += 1
-            if not orphan.old_enough:
-                result.too_recent += 1
-            elif action is CleanupAction.DELETE or orphan.active:
-                eligible.append(orphan.id)
-        result.orphaned = len(orphans)
-        result.by_reason.update({str(reason): count for reason, count in reasons.items()})
-        result.eligible = len(eligible)
-        for reason, count in sorted(reasons.items()):
-            metrics.incr(DETECTED_METRIC, amount=count, tags={"reason": str(reason)})
-        del orphans
-
-        _run_batches(
-            result,
-            eligible,
-            cutoff=cutoff,
-            now=now,
-            batch_size=batch_size,
-            max_rows=max_rows,
-            deadline=started + max_runtime.total_seconds() if max_runtime else None,
-            sleep=sleep,
-            backup=backup,
-            using=using,
-            on_batch=on_batch,
-            should_stop=should_stop,
-        )
+        statement_timeout = DETECTION_STATEMENT_TIMEOUT
+        if max_runtime is not None:
+            statement_timeout = min(statement_timeout, max_runtime)
+        try:
+            with bounded_statements(
+                using,
+                # Below the statement timeout, so a wait on a table lock ends as the error that
+                # names its holder rather than as a timeout.
+                lock_timeout=min(DETECTION_LOCK_TIMEOUT, statement_timeout * 0.8),
+                statement_timeout=statement_timeout,
+                should_stop=should_stop,
+            ):
+                detection = detect_orphans(
+                    cutoff=cutoff,
+                    scope=scope,
+                    active_only=action is CleanupAction.DEACTIVATE,
+                    using=using,
+                )
+        except StatementCancelled:
+            result.stop_reason = StopReason.INTERRUPTED
+        except StatementTimedOut:
+            result.stop_reason = StopReason.MAX_RUNTIME
+        else:
+            result.scanned = detection.scanned
+            result.orphaned = detection.orphaned
+            result.by_reason.update({str(r): count for r, count in detection.by_reason.items()})
+            result.too_recent = detection.too_recent
+            result.eligible = len(detection.eligible_ids)
+            for reason, count in sorted(detection.by_reason.items()):
+                if count:
+                    metrics.incr(DETECTED_METRIC, amount=count, tags={"reason": str(reason)})
+            _run_batches(
+                result,
+                detection.eligible_ids,
+                cutoff=cutoff,
+                now=now,
+                batch_size=batch_size,
+                max_rows=max_rows,
+                deadline=deadline,
+                sleep=sleep,
+                backup=backup,
+                using=using,
+                on_batch=on_batch,
+                should_stop=should_stop,
+                clock=clock,
+                pause=pause,
+            )
 
     if not dry_run and result.acted:
         metric = DELETED_METRIC if action is CleanupAction.DELETE else DEACTIVATED_METRIC
         metrics.incr(metric, amount=result.acted)
-    result.elapsed_seconds = time.monotonic() - started
+    result.elapsed_seconds = clock() - started
     logger.info("regression_tracking.cleanup.completed", extra=result.as_dict())
     return result
 
@@ -238,6 +271,8 @@ def _run_batches(
     using: str,
     on_batch: Callable[[BatchReport], None] | None,
     should_stop: Callable[[], bool],
+    clock: Callable[[], float],
+    pause: Callable[[float], None],
 ) -> None:
     position = 0
     while True:
@@ -248,7 +283,7 @@ def _run_batches(
         if max_rows is not None and changed >= max_rows:
             result.stop_reason = StopReason.MAX_ROWS
             return
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and clock() >= deadline:
             result.stop_reason = StopReason.MAX_RUNTIME
             return
         if should_stop():
@@ -258,13 +293,14 @@ def _run_batches(
         size = batch_size if max_rows is None else min(batch_size, max_rows - changed)
         batch_ids = eligible[position : position + size]
         acted_ids = run_batch(
-            result.action,
             batch_ids,
+            deactivate=result.action is CleanupAction.DEACTIVATE,
             dry_run=result.dry_run,
             cutoff=cutoff,
             now=now,
             backup=backup,
             using=using,
+            pause=pause,
         )
         position += len(batch_ids)
         result.batches += 1
@@ -290,12 +326,19 @@ def _run_batches(
             )
         if sleep and position < len(eligible):
             # Cut short by an interrupt; the checks above then say why the run stops.
-            _sleep_until(time.monotonic() + sleep, deadline, should_stop)
+            _sleep_until(clock() + sleep, deadline, should_stop, clock=clock, pause=pause)
 
 
-def _sleep_until(end: float, deadline: float | None, should_stop: Callable[[], bool]) -> None:
+def _sleep_until(
+    end: float,
+    deadline: float | None,
+    should_stop: Callable[[], bool],
+    *,
+    clock: Callable[[], float],
+    pause: Callable[[float], None],
+) -> None:
     """Sleep until ``end``, or the deadline if sooner, or until ``should_stop`` says so."""
     if deadline is not None:
         end = min(end, deadline)
-    while (left := end - time.monotonic()) > 0 and not should_stop():
-        time.sleep(min(left, SLEEP_SLICE_SECONDS))
+    while (left := end - clock()) > 0 and not should_stop():
+        pause(min(left, SLEEP_SLICE_SECONDS))

@@ -1,4 +1,4 @@
-"""One cleanup at a time: PostgreSQL session advisory locks (no-ops on other databases).
+"""One cleanup at a time, every statement bounded: advisory locks, lock and statement timeouts.
 
 An unsharded run holds ``(CLEANUP_LOCK_CLASS, 0)`` exclusively. A shard ``k/n`` holds that key
 shared, so shards run side by side but never beside an unsharded run, plus
@@ -7,11 +7,17 @@ shared, so shards run side by side but never beside an unsharded run, plus
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import timedelta
+from typing import Any
 
-from django.db import connections
+from django.db import OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Model
+
+from regression_tracking.models import GroupHash, RegressionGroup
 
 # The advisory locks' class ids: "rgcl" and "rgsh" (regression cleanup, regression shard).
 CLEANUP_LOCK_CLASS = 0x7267_636C
@@ -61,3 +67,112 @@ def advisory_lock(using: str, shard: tuple[int, int] | None = None) -> Iterator[
             shard_key = (SHARD_LOCK_CLASS, count * MAX_SHARDS + index)
             locks.enter_context(_session_lock(connection, shard_key))
         yield
+
+
+# PostgreSQL's SQLSTATEs: lock_not_available (lock_timeout expired) and query_canceled (a cancel
+# request or statement_timeout).
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
+# How often a long statement's watcher asks should_stop().
+CANCEL_POLL_SECONDS = 0.05
+
+
+class StatementCancelled(Exception):
+    """The statement was cancelled because the run was asked to stop."""
+
+
+class StatementTimedOut(Exception):
+    """The statement ran past its statement timeout."""
+
+
+class DetectionLockTimeout(OperationalError):
+    """Detection waited longer than its lock timeout for a table another session locks."""
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE behind a Django database error, if any."""
+    return getattr(error.__cause__, "sqlstate", None)
+
+
+def _seconds_setting(duration: timedelta) -> str:
+    return f"{max(1, int(duration.total_seconds() * 1000))}ms"
+
+
+def table_lock_holders(using: str, models: tuple[type[Model], ...]) -> list[str]:
+    """The other sessions that hold or queue for an exclusive lock on the models' tables."""
+    connection = connections[using]
+    tables = [model._meta.db_table for model in models]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT l.pid, l.mode, l.granted, c.relname, coalesce(a.query, '')"
+            " FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+            " LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE c.relname = ANY(%s) AND l.pid <> pg_backend_pid()"
+            " AND l.mode = 'AccessExclusiveLock' ORDER BY l.granted DESC, l.pid",
+            [tables],
+        )
+        return [
+            f"pid {pid} {'holds' if granted else 'waits for'} {mode} on {table}"
+            f" (query: {' '.join(query.split())[:200]!r})"
+            for pid, mode, granted, table, query in cursor.fetchall()
+        ]
+
+
+@contextmanager
+def bounded_statements(
+    using: str,
+    *,
+    lock_timeout: timedelta,
+    statement_timeout: timedelta,
+    should_stop: Callable[[], bool],
+    locked_models: tuple[type[Model], ...] = (RegressionGroup, GroupHash),
+) -> Iterator[None]:
+    """Run the block in one transaction whose statements are bounded and cancelled on stop.
+
+    On PostgreSQL: ``lock_timeout`` and ``statement_timeout`` for the transaction, and a watcher
+    thread that cancels the running statement as soon as ``should_stop()`` is true (a signal
+    handler sets it; the statement may be waiting on a lock). Raises ``StatementCancelled``,
+    ``StatementTimedOut``, or ``DetectionLockTimeout`` naming the sessions that lock the tables.
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        yield
+        return
+    finished = threading.Event()
+    cancelled = threading.Event()
+
+    def watch(raw_connection: Any) -> None:
+        while not finished.wait(CANCEL_POLL_SECONDS):
+            if should_stop():
+                cancelled.set()
+                raw_connection.cancel_safe()
+                return
+
+    try:
+        with transaction.atomic(using=using):
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('lock_timeout', %s, true),"
+                    " set_config('statement_timeout', %s, true)",
+                    [_seconds_setting(lock_timeout), _seconds_setting(statement_timeout)],
+                )
+            watcher = threading.Thread(target=watch, args=(connection.connection,), daemon=True)
+            watcher.start()
+            try:
+                yield
+            finally:
+                finished.set()
+                watcher.join()
+    except OperationalError as error:
+        state = sqlstate(error)
+        if state == QUERY_CANCELED and (cancelled.is_set() or should_stop()):
+            raise StatementCancelled() from error
+        if state == QUERY_CANCELED:
+            raise StatementTimedOut() from error
+        if state == LOCK_NOT_AVAILABLE:
+            holders = table_lock_holders(using, locked_models)
+            raise DetectionLockTimeout(
+                f"detection waited {lock_timeout.total_seconds():g}s for a table lock and gave"
+                f" up; {'; '.join(holders) or 'the holder has since let go'}. Nothing was changed."
+            ) from error
+        raise

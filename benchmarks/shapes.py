@@ -1,0 +1,209 @@
+"""Issue 12 item 5: the cleanup against the floor and two peers on more than one data shape.
+
+    .venv/bin/python -m benchmarks.shapes [--database-url URL] [--scale 100000,1000000]
+
+Shapes (each built with ``INSERT … SELECT generate_series`` by ``benchmarks.dataset``):
+
+- ``default``: N rows over 1,000 projects, 10% orphans (the benchmark's own data);
+- ``discarded``: as many GroupHashes without a group as with one (Sentry's "delete and discard");
+- ``large_projects``: 10 projects of N/10 rows each.
+
+Per shape: the command (a subprocess, its start-up subtracted) for detection (``--dry-run``)
+against the one-statement count, delete and deactivate against one ``DELETE`` or ``UPDATE … NOT
+EXISTS``; Sentry's ``BulkDeleteQuery`` pattern on the orphan predicate (``DELETE … WHERE id =
+ANY(ARRAY(SELECT id … LIMIT 10000))`` until no row is left); and the seed's per-row design (a
+query per RegressionGroup), timed on a sample of rows and extrapolated to N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.run import setup_django
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench"
+PER_ROW_SAMPLE = 2_000
+BULK_DELETE_CHUNK = 10_000
+
+
+def _discard_half_the_grouphashes() -> None:
+    """Shape (a): as many GroupHashes without a group as with one (the unrelated second hash of
+    every issue loses its group, as a discard leaves it)."""
+    from benchmarks import dataset
+
+    dataset.execute(
+        "UPDATE sentry_grouphash SET group_id = NULL, group_tombstone_id = id"
+        " WHERE id > (SELECT max(id) FROM sentry_regressiongroup)"
+    )
+    dataset.vacuum(("sentry_grouphash",))
+
+
+def measure_shape(
+    name: str, *, rows: int, projects: int, database_url: str, repeat: int
+) -> dict[str, Any]:
+    from django.db import connection, transaction
+
+    from benchmarks import dataset
+    from benchmarks.commands import cleanup_args, run_manage
+    from benchmarks.floor import FLOOR_COUNT, FLOOR_DELETE, FLOOR_UPDATE, ORPHAN, run_statement
+
+    expected = dataset.build(rows=rows, projects=projects)
+    if name == "discarded":
+        _discard_half_the_grouphashes()
+        expected = dataset.count_expected()
+    dataset.snapshot()
+    figures: dict[str, Any] = {"shape": name, "rows": rows, "projects": projects}
+    figures["grouphashes"] = expected.grouphashes
+    figures["orphans"] = expected.orphans
+    # The process baseline: ``manage.py check`` (start-up time, median of 5, and its peak RSS).
+    checks = [run_manage(["check"], database_url) for _ in range(5)]
+    startup = statistics.median(run.seconds for run in checks)
+    baseline_rss = max(run.max_rss_mb for run in checks)
+    figures["startup_seconds"] = startup
+    figures["baseline_rss_mb"] = baseline_rss
+
+    def command(*extra: str) -> tuple[float, float, dict[str, Any]]:
+        run = run_manage(cleanup_args(*extra, batch_size=1000), database_url)
+        return run.seconds - startup, run.max_rss_mb, run.result
+
+    floor_count, detect, rss = [], [], []
+    for _ in range(repeat):
+        floor_count.append(run_statement(FLOOR_COUNT).seconds)
+        seconds, peak, result = command("--dry-run")
+        assert result["would_act"] == expected.orphans, result
+        detect.append(seconds)
+        rss.append(peak)
+    figures["detect"] = {"floor": min(floor_count), "command": min(detect)}
+    for label, floor_sql, args, changed in (
+        ("delete", FLOOR_DELETE, ("--action", "delete"), expected.orphans),
+        ("deactivate", FLOOR_UPDATE, ("--action", "deactivate"), expected.active_orphans),
+    ):
+        floors, commands = [], []
+        for _ in range(repeat):
+            dataset.restore()
+            statement = run_statement(floor_sql)
+            assert statement.rows == changed, (label, statement.rows)
+            floors.append(statement.seconds)
+            dataset.restore()
+            seconds, peak, result = command(*args)
+            assert result["acted"] == changed, result
+            commands.append(seconds)
+            rss.append(peak)
+        figures[label] = {"floor": min(floors), "command": min(commands)}
+    figures["max_rss_mb"] = max(rss)
+    figures["rss_above_baseline_bytes_per_orphan"] = (
+        (max(rss) - baseline_rss) * 1024 * 1024 / max(expected.orphans, 1)
+    )
+
+    # Sentry's BulkDeleteQuery: chunks of ids chosen by the predicate, until none is left.
+    dataset.restore()
+    bulk_sql = (
+        "DELETE FROM sentry_regressiongroup WHERE id = ANY(ARRAY("
+        f"SELECT rg.id FROM sentry_regressiongroup rg WHERE {ORPHAN}"
+        f" AND rg.date_added < now() - interval '24 hours' LIMIT {BULK_DELETE_CHUNK}))"
+    )
+    started = time.perf_counter()
+    deleted = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(bulk_sql)
+            if not cursor.rowcount:
+                break
+            deleted += cursor.rowcount
+    assert deleted == expected.orphans
+    figures["bulk_delete_query"] = time.perf_counter() - started
+
+    # The seed's design: one query per RegressionGroup (its GroupHash by key), then a delete per
+    # orphan; timed on a sample, extrapolated to every row.
+    dataset.restore()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, project_id, fingerprint FROM sentry_regressiongroup ORDER BY id LIMIT %s",
+            [PER_ROW_SAMPLE],
+        )
+        sample = cursor.fetchall()
+        started = time.perf_counter()
+        for row_id, project_id, fingerprint in sample:
+            cursor.execute(
+                "SELECT group_id FROM sentry_grouphash WHERE project_id = %s"
+                " AND hash = md5(convert_to(%s, 'UTF8'))",
+                [project_id, fingerprint],
+            )
+            found = cursor.fetchone()
+            if found is None or found[0] is None:
+                with transaction.atomic():
+                    cursor.execute("DELETE FROM sentry_regressiongroup WHERE id = %s", [row_id])
+        per_row = (time.perf_counter() - started) / len(sample)
+    figures["per_row_extrapolated"] = per_row * rows
+    figures["per_row_sample"] = len(sample)
+    dataset.drop_snapshot()
+    return figures
+
+
+def summarize(figures: dict[str, Any]) -> str:
+    def ratio(label: str) -> str:
+        step = figures[label]
+        return (
+            f"{label} {step['command']:.2f}s / floor {step['floor']:.2f}s ="
+            f" {step['command'] / step['floor']:.2f}x"
+        )
+
+    delete = figures["delete"]["command"]
+    return (
+        f"{figures['shape']:<15} N={figures['rows']:>9,} orphans={figures['orphans']:,}: "
+        + "; ".join(ratio(label) for label in ("detect", "delete", "deactivate"))
+        + f"; BulkDeleteQuery {figures['bulk_delete_query']:.2f}s"
+        f" ({figures['bulk_delete_query'] / delete:.2f}x our delete);"
+        f" per-row (extrapolated from {figures['per_row_sample']:,})"
+        f" {figures['per_row_extrapolated']:.0f}s"
+        f" ({figures['per_row_extrapolated'] / delete:.0f}x);"
+        f" delete {delete / figures['rows'] * 1e6:.2f} s per M rows;"
+        f" peak RSS {figures['max_rss_mb']:.1f} MB (baseline {figures['baseline_rss_mb']:.1f} MB,"
+        f" {figures['rss_above_baseline_bytes_per_orphan']:.0f} B per orphan above it)"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.shapes")
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--scale", default="100000", help="Extra row counts, default shape.")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--shapes", default="default,discarded,large_projects", help="Shapes at --rows."
+    )
+    parser.add_argument("--json", type=Path)
+    options = parser.parse_args(argv)
+    setup_django(options.database_url)
+    from benchmarks.run import migrate
+
+    migrate(options.database_url)
+    project_counts = {"default": 1_000, "discarded": 1_000, "large_projects": 10}
+    shapes = [name for name in options.shapes.split(",") if name]
+    runs = [(name, options.rows, project_counts[name]) for name in shapes]
+    runs += [("default", int(n), 1_000) for n in options.scale.split(",") if n]
+    report = []
+    for name, rows, projects in runs:
+        figures = measure_shape(
+            name,
+            rows=rows,
+            projects=projects,
+            database_url=options.database_url,
+            repeat=options.repeat,
+        )
+        report.append(figures)
+        print(summarize(figures), flush=True)
+        if options.json:
+            options.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,7 @@ from regression_tracking import metrics
 from regression_tracking.fingerprints import hash_fingerprint
 from regression_tracking.output_files import OutputFileError
 from regression_tracking.services import NOT_FOUND_METRIC, bulk_get_groups_from_fingerprints
-from regression_tracking.services.orphans import OrphanReason
+from regression_tracking.services.orphan_rule import OrphanReason
 from tests.reliability import build_world
 from tests.utils import settings_in_subprocess
 

@@ -37,9 +37,8 @@ from regression_tracking.services.lookup import (
     get_group_from_fingerprint,
     get_issue_groups_for_regressions,
 )
-from regression_tracking.services.orphan_rule import OrphanReason
+from regression_tracking.services.orphan_rule import GRACE_PERIOD, OrphanReason
 from regression_tracking.services.orphans import (
-    GRACE_PERIOD,
     Detection,
     Orphan,
     OrphanScope,

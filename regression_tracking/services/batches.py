@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import OperationalError, connections, transaction
 from django.contrib.postgres.fields import ArrayField
+from django.db import OperationalError, connections, transaction
 from django.db.models import BigIntegerField, F, Lookup, QuerySet, Value
 from django.db.models.sql import DeleteQuery, UpdateQuery
 

@@ -30,8 +30,8 @@ from regression_tracking.services.locking import (
     advisory_lock,
     bounded_statements,
 )
-from regression_tracking.services.orphan_rule import OrphanReason
-from regression_tracking.services.orphans import GRACE_PERIOD, OrphanScope, detect_orphans
+from regression_tracking.services.orphan_rule import GRACE_PERIOD, OrphanReason
+from regression_tracking.services.orphans import OrphanScope, detect_orphans
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from django.db import connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import BooleanField, Expression, F, Model, Q, QuerySet
-from django.db.models.functions import MD5
 from django.db.models.sql.compiler import SQLCompiler
 
 from regression_tracking import metrics
@@ -260,27 +259,11 @@ def _regression_ids_by_key(missing: Sequence[PairKey]) -> dict[IssueKey, list[in
     """
     ids: defaultdict[IssueKey, list[int]] = defaultdict(list)
     queryset = RegressionGroup.objects.only("id", "project_id", "fingerprint")
-    rows = _rows_with_keys(queryset, _issue_keys(missing), _fingerprint_hash(queryset.db))
+    rows = _rows_with_keys(queryset, _issue_keys(missing), IssueHash(F("fingerprint")))
     for regression in rows:
         key = (regression.project_id, hash_fingerprint([regression.fingerprint])[0])
         ids[key].append(regression.id)
     return ids
-
-
-def _fingerprint_hash(using: str) -> Expression:
-    """The issue hash of a RegressionGroup's fingerprint, as this database computes it fastest.
-
-    On a UTF8 PostgreSQL database ``md5(fingerprint)`` already hashes the UTF-8 bytes, and an
-    expression index ``(project_id, md5(fingerprint))``, where an operator added one, serves it:
-    the missing-pair path then took 0.2 ms instead of 170 ms for 10 keys of a project of 100k rows
-    (benchmarks.detector_view). Any other encoding needs ``IssueHash``'s ``convert_to``.
-    """
-    connection = connections[using]
-    if connection.vendor == "postgresql":
-        connection.ensure_connection()
-        if connection.connection.info.parameter_status("server_encoding") == "UTF8":
-            return MD5(F("fingerprint"))
-    return IssueHash(F("fingerprint"))
 
 
 def _log_missing(lookup: IssueLookup, regression_ids: Mapping[IssueKey, Sequence[int]]) -> None:

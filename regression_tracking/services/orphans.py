@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from array import array
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -37,18 +37,11 @@ from django.db.models.functions import Mod
 from regression_tracking.models import GroupHash, RegressionGroup, RegressionType
 from regression_tracking.services.orphan_rule import (
     IssueHash,
+    OrphanReason,
     is_live_grouphash,
     is_orphan,
     orphan_reason,
 )
-from regression_tracking.services.orphan_rule import (
-    # Re-exported (deprecated): lookup.py and versioning.py import it from here.
-    OrphanReason as OrphanReason,
-)
-
-# DESIGN §3: the issue is created asynchronously, so an orphan younger than this may simply not
-# have its issue yet. Nothing acts on it.
-GRACE_PERIOD = timedelta(hours=24)
 
 # Detection reads the table in id ranges this wide, one statement each (DESIGN §5: a few large
 # ranges, never thousands of small ones). Each range's hash join builds its GroupHash hash table

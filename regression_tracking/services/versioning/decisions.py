@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from regression_tracking.models import GroupStatus, GroupSubStatus, RegressionType
+from regression_tracking.services.orphan_rule import GRACE_PERIOD
 
 # Upstream's RegressionDetector.buffer_period (both detectors): no new version of a fingerprint
 # until this long after the previous version's breakpoint, and no escalation or auto-resolution
 # of a version until this long after its date_regressed, so its issue does not flap.
 BUFFER_PERIOD = timedelta(days=1)
 # DESIGN §3's grace period: an orphan younger than this may only be waiting for its issue.
-ORPHAN_MIN_AGE = timedelta(hours=24)
+ORPHAN_MIN_AGE = GRACE_PERIOD
 
 # Issue states in which a trend escalates the issue (upstream _filter_escalating_groups).
 ESCALATING_ISSUE_STATES = frozenset(

@@ -1,12 +1,10 @@
 """Orphan detection: which RegressionGroups in scope have no live group, in one pass.
 
-Everything here is built from ``services.orphan_rule``: the issue key (``IssueHash``), what makes a
-GroupHash live (``is_live_grouphash``) and the orphan filter (``is_orphan``). Detection
-(``detect_orphans``) is one statement per large id range: a left join of the scope's
-RegressionGroups on GroupHash's unique ``(project_id, hash)`` key, aggregated in the database. The
-join gives, for every row, whether it has a live group and, if not, the reason; the aggregate
-returns the counts and the eligible ids, so the table is read once and no row becomes a Python
-object.
+Everything here is built from ``services.orphan_rule``: the orphan filter (``is_orphan``, a
+``NOT EXISTS`` PostgreSQL runs as a parallel hash anti-join) and the reason (``has_grouphash``).
+Detection (``detect_orphans``) is one statement per large id range, aggregated in the database:
+the scanned count, the orphans by reason, the too recent ones and the eligible ids, so the table is
+read once for the orphans and no row becomes a Python object.
 """
 
 from __future__ import annotations
@@ -36,14 +34,13 @@ from django.db.models.functions import Mod
 
 from regression_tracking.models import GroupHash, RegressionGroup, RegressionType
 from regression_tracking.services.orphan_rule import (
-    IssueHash,
-    is_live_grouphash,
-    is_orphan,
-    orphan_reason,
-)
-from regression_tracking.services.orphan_rule import (
     # Re-exported (deprecated): lookup.py and versioning.py import it from here.
     OrphanReason as OrphanReason,
+)
+from regression_tracking.services.orphan_rule import (
+    has_grouphash,
+    is_orphan,
+    orphan_reason,
 )
 
 # DESIGN §3: the issue is created asynchronously, so an orphan younger than this may simply not
@@ -145,11 +142,10 @@ def _census(
 ) -> tuple[str, tuple[Any, ...], str, tuple[Any, ...]]:
     """The census of one id range: the scanned count's subquery and the orphans' FROM clause.
 
-    Every piece is compiled from a queryset: the orphans are the rows that pass ``is_orphan()``
-    (the anti-join), and a left join on GroupHash by the issue key (``IssueHash``) gives their
-    reason: an orphan whose key has a GroupHash is one whose GroupHash has no group.
-    ``(project_id, hash)`` is unique, so the join adds no rows. Only the join condition and the
-    aggregates around it are written here, over the aliases the querysets name.
+    Both are compiled from querysets built on the rule: the orphans are the rows that pass
+    ``is_orphan()`` (the anti-join), each with ``has_grouphash()`` for its reason (an orphan
+    whose key has a GroupHash is one whose GroupHash has no group). Only the aggregates around
+    them are written here, over the aliases the querysets name.
     """
     regressions = scoped(RegressionGroup.objects.using(using), scope).order_by()
     if id_range is not None:
@@ -160,33 +156,18 @@ def _census(
     orphans_sql, orphans_params = _compiled(
         regressions.filter(is_orphan()).values(
             census_id=F("id"),
-            census_project_id=F("project_id"),
-            census_hash=IssueHash(F("fingerprint")),
             census_old_enough=ExpressionWrapper(old_enough, output_field=BooleanField()),
             census_eligible=ExpressionWrapper(eligible_if_orphan, output_field=BooleanField()),
+            census_has_grouphash=has_grouphash(),
         ),
         using,
     )
-    # An orphan's key can only match a GroupHash that is not live: hashing only those keeps the
-    # join's hash table to the discarded issues' GroupHashes.
-    grouphashes = GroupHash.objects.using(using).order_by().exclude(is_live_grouphash())
-    if scope.shard is not None:
-        # A shard's rows only ever match GroupHashes of the shard's projects: saying so lets the
-        # join hash only those.
-        grouphashes = grouphashes.filter(in_shard("project_id", scope.shard))
-    grouphashes_sql, grouphashes_params = _compiled(
-        grouphashes.values(census_project_id=F("project_id"), census_hash=F("hash")), using
-    )
-    from_sql = (
-        f"FROM ({orphans_sql}) orphan LEFT JOIN ({grouphashes_sql}) grouphash"
-        " ON grouphash.census_project_id = orphan.census_project_id"
-        " AND grouphash.census_hash = orphan.census_hash"
-    )
+    from_sql = f"FROM ({orphans_sql}) orphan"
     return (
         f"(SELECT count(*) FROM ({scanned_sql}) scanned)",
         scanned_params,
         from_sql,
-        orphans_params + grouphashes_params,
+        orphans_params,
     )
 
 
@@ -194,23 +175,26 @@ def _census(
 # of 8-byte big-endian integers in id order: 100k ids are 0.8 MB on the wire and in the client,
 # against 3.6 MB as the list of ints an ``array_agg`` arrives as.
 #
-# Measured at 1M rows (PostgreSQL 15, 2 shared cores, 100k orphans): this statement 2.4-2.8 s with
-# jit on, about 1.1x the one-statement floor with jit off; one LEFT JOIN of every row on
-# GroupHash giving liveness and reason together took 3.3-3.5 s (2.1x): PostgreSQL 15 cannot run
-# an ordered string_agg/array_agg in parallel, so the whole join ran in one process, while here the
-# anti-join stays a Parallel Hash Anti Join and only the orphans reach the aggregate. The scanned
+# Measured at 1M rows (PostgreSQL 15, 2 shared cores, 100k orphans), against the one-statement
+# anti-join count: one LEFT JOIN of every row on GroupHash's unique key, giving liveness and reason
+# together, took 3.3-3.5 s (2.1x): PostgreSQL 15 cannot run an ordered string_agg/array_agg in
+# parallel, so the whole join ran in one process. Here the anti-join stays a Parallel Hash Anti
+# Join and only the orphans reach the aggregate (1.07x with the reason from a left join on the
+# GroupHashes without a group). That join hashed every group-less GroupHash, 950k of them when
+# there are as many as live ones (1.47x); the reason as an index probe per orphan
+# (``has_grouphash()``, the unique (project_id, hash) index) does not grow with them. The scanned
 # count is the primary key's index-only scan inside the same statement: 0.06 s at 1M rows.
 _POSTGRESQL_CENSUS = (
     "SELECT {scanned},"
-    " count(*) FILTER (WHERE grouphash.census_hash IS NULL),"
-    " count(*) FILTER (WHERE grouphash.census_hash IS NOT NULL),"
+    " count(*) FILTER (WHERE NOT orphan.census_has_grouphash),"
+    " count(*) FILTER (WHERE orphan.census_has_grouphash),"
     " count(*) FILTER (WHERE NOT orphan.census_old_enough),"
     " string_agg(int8send(orphan.census_id), ''::bytea ORDER BY orphan.census_id)"
     " FILTER (WHERE orphan.census_eligible) "
 )
 # Elsewhere (SQLite: tests and small installs) the count, then a row per orphan in id order.
 _ROW_CENSUS = (
-    "SELECT orphan.census_id, grouphash.census_hash IS NOT NULL,"
+    "SELECT orphan.census_id, orphan.census_has_grouphash,"
     " orphan.census_old_enough, orphan.census_eligible "
 )
 
@@ -278,10 +262,14 @@ def _add_aggregate(detection: Detection, row: tuple[Any, ...]) -> None:
     detection.by_reason[OrphanReason.GROUPHASH_WITHOUT_GROUP] += without_group
     detection.too_recent += too_recent
     if packed_ids:
-        ids = array("q", bytes(packed_ids))
+        ids = array("q", packed_ids)
+        del packed_ids
         if sys.byteorder == "little":
             ids.byteswap()
-        detection.eligible_ids.extend(ids)
+        if detection.eligible_ids:
+            detection.eligible_ids.extend(ids)
+        else:
+            detection.eligible_ids = ids
 
 
 def _add_rows(detection: Detection, cursor: Any) -> None:

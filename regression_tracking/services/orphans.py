@@ -1,10 +1,11 @@
 """Orphan detection: which RegressionGroups in scope have no live group, in one pass.
 
 Everything here is built from ``services.orphan_rule``: the orphan filter (``is_orphan``, a
-``NOT EXISTS`` PostgreSQL runs as a parallel hash anti-join) and the reason (``has_grouphash``).
-Detection (``detect_orphans``) is one statement per large id range, aggregated in the database:
-the scanned count, the orphans by reason, the too recent ones and the eligible ids, so the table is
-read once for the orphans and no row becomes a Python object.
+``NOT EXISTS`` PostgreSQL runs as a parallel hash anti-join), the issue key (``IssueHash``) and
+what makes a GroupHash live (``is_live_grouphash``). Detection (``detect_orphans``) is one
+statement per large id range, aggregated in the database: the scanned count, the orphans by reason
+(a left join of the orphans on the GroupHashes that are not live), the too recent ones and the
+eligible ids, so the table is read once for the orphans and no row becomes a Python object.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from django.db.models.functions import Mod
 
 from regression_tracking.models import GroupHash, RegressionGroup, RegressionType
 from regression_tracking.services.orphan_rule import (
-    # Re-exported (deprecated): lookup.py and versioning.py import it from here.
-    OrphanReason as OrphanReason,
-)
-from regression_tracking.services.orphan_rule import (
-    has_grouphash,
+    IssueHash,
+    is_live_grouphash,
     is_orphan,
     orphan_reason,
+)
+from regression_tracking.services.orphan_rule import (
+    # Re-exported (deprecated): lookup.py and versioning.py import it from here.
+    OrphanReason as OrphanReason,
 )
 
 # DESIGN §3: the issue is created asynchronously, so an orphan younger than this may simply not
@@ -142,10 +144,11 @@ def _census(
 ) -> tuple[str, tuple[Any, ...], str, tuple[Any, ...]]:
     """The census of one id range: the scanned count's subquery and the orphans' FROM clause.
 
-    Both are compiled from querysets built on the rule: the orphans are the rows that pass
-    ``is_orphan()`` (the anti-join), each with ``has_grouphash()`` for its reason (an orphan
-    whose key has a GroupHash is one whose GroupHash has no group). Only the aggregates around
-    them are written here, over the aliases the querysets name.
+    Every piece is compiled from a queryset: the orphans are the rows that pass ``is_orphan()``
+    (the anti-join), and a left join on GroupHash by the issue key (``IssueHash``) gives their
+    reason: an orphan whose key has a GroupHash is one whose GroupHash has no group.
+    ``(project_id, hash)`` is unique, so the join adds no rows. Only the join condition and the
+    aggregates around it are written here, over the aliases the querysets name.
     """
     regressions = scoped(RegressionGroup.objects.using(using), scope).order_by()
     if id_range is not None:
@@ -156,18 +159,33 @@ def _census(
     orphans_sql, orphans_params = _compiled(
         regressions.filter(is_orphan()).values(
             census_id=F("id"),
+            census_project_id=F("project_id"),
+            census_hash=IssueHash(F("fingerprint")),
             census_old_enough=ExpressionWrapper(old_enough, output_field=BooleanField()),
             census_eligible=ExpressionWrapper(eligible_if_orphan, output_field=BooleanField()),
-            census_has_grouphash=has_grouphash(),
         ),
         using,
     )
-    from_sql = f"FROM ({orphans_sql}) orphan"
+    # An orphan's key can only match a GroupHash that is not live: hashing only those keeps the
+    # join's hash table to the discarded issues' GroupHashes.
+    grouphashes = GroupHash.objects.using(using).order_by().exclude(is_live_grouphash())
+    if scope.shard is not None:
+        # A shard's rows only ever match GroupHashes of the shard's projects: saying so lets the
+        # join hash only those.
+        grouphashes = grouphashes.filter(in_shard("project_id", scope.shard))
+    grouphashes_sql, grouphashes_params = _compiled(
+        grouphashes.values(census_project_id=F("project_id"), census_hash=F("hash")), using
+    )
+    from_sql = (
+        f"FROM ({orphans_sql}) orphan LEFT JOIN ({grouphashes_sql}) grouphash"
+        " ON grouphash.census_project_id = orphan.census_project_id"
+        " AND grouphash.census_hash = orphan.census_hash"
+    )
     return (
         f"(SELECT count(*) FROM ({scanned_sql}) scanned)",
         scanned_params,
         from_sql,
-        orphans_params,
+        orphans_params + grouphashes_params,
     )
 
 
@@ -179,22 +197,21 @@ def _census(
 # anti-join count: one LEFT JOIN of every row on GroupHash's unique key, giving liveness and reason
 # together, took 3.3-3.5 s (2.1x): PostgreSQL 15 cannot run an ordered string_agg/array_agg in
 # parallel, so the whole join ran in one process. Here the anti-join stays a Parallel Hash Anti
-# Join and only the orphans reach the aggregate (1.07x with the reason from a left join on the
-# GroupHashes without a group). That join hashed every group-less GroupHash, 950k of them when
-# there are as many as live ones (1.47x); the reason as an index probe per orphan
-# (``has_grouphash()``, the unique (project_id, hash) index) does not grow with them. The scanned
-# count is the primary key's index-only scan inside the same statement: 0.06 s at 1M rows.
+# Join and only the orphans reach the aggregate and the reason's join. The reason as an EXISTS
+# probe per orphan instead (``has_grouphash()`` in the select list) measured 2.9x with as many
+# group-less GroupHashes as live ones: a correlated subplan runs in the leader, not the workers.
+# The scanned count is the primary key's index-only scan inside the same statement: 0.06 s.
 _POSTGRESQL_CENSUS = (
     "SELECT {scanned},"
-    " count(*) FILTER (WHERE NOT orphan.census_has_grouphash),"
-    " count(*) FILTER (WHERE orphan.census_has_grouphash),"
+    " count(*) FILTER (WHERE grouphash.census_hash IS NULL),"
+    " count(*) FILTER (WHERE grouphash.census_hash IS NOT NULL),"
     " count(*) FILTER (WHERE NOT orphan.census_old_enough),"
     " string_agg(int8send(orphan.census_id), ''::bytea ORDER BY orphan.census_id)"
     " FILTER (WHERE orphan.census_eligible) "
 )
 # Elsewhere (SQLite: tests and small installs) the count, then a row per orphan in id order.
 _ROW_CENSUS = (
-    "SELECT orphan.census_id, orphan.census_has_grouphash,"
+    "SELECT orphan.census_id, grouphash.census_hash IS NOT NULL,"
     " orphan.census_old_enough, orphan.census_eligible "
 )
 

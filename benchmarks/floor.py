@@ -64,7 +64,7 @@ def explain_plan(sql: str, params: list[Any] | None = None) -> str:
 def statement_kind(sql: str) -> str:
     """Which step of the cleanup a statement belongs to, from its text."""
     text = sql.lstrip().upper()
-    if "LEFT JOIN" in text:
+    if "STRING_AGG(INT8SEND(" in text:
         return "detect_orphans"
     if text.startswith(("DELETE", "UPDATE")) or (text.startswith("SELECT") and " IN (" in text):
         return "batches"

@@ -19,7 +19,7 @@ from django.urls import URLPattern, path, reverse
 
 from regression_tracking.durations import format_duration
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services.cleanup import DEFAULT_MIN_AGE
+from regression_tracking.services import DEFAULT_MIN_AGE
 from regression_tracking.services.overview import (
     AGE_BUCKETS,
     AgeBucket,

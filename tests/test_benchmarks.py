@@ -13,6 +13,7 @@ import math
 import pytest
 
 from benchmarks.run import format_table, parse_args, run_benchmark
+from benchmarks.shapes import measure_shape, summarize
 from tests.utils import database_url
 
 ROWS = 20_000
@@ -64,6 +65,22 @@ def test_small_run_produces_every_figure() -> None:
     for label in ("A detection", "B delete", "C deactivate", "D lookup", "E peak RSS", "2 shards"):
         assert label in table
     json.dumps(report)
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_small_run_of_a_shape_with_its_peers() -> None:
+    figures = measure_shape(
+        "discarded", rows=400, projects=10, database_url=database_url(), repeat=1
+    )
+    assert (figures["rows"], figures["orphans"]) == (400, 40)
+    for step in ("detect", "delete", "deactivate"):
+        assert math.isfinite(figures[step]["command"]), step
+        assert_seconds(figures[step]["floor"])
+    assert_seconds(figures["bulk_delete_query"])
+    assert_seconds(figures["per_row_extrapolated"])
+    assert summarize(figures).startswith("discarded")
+    json.dumps(figures)
 
 
 def test_refuses_a_database_that_is_not_its_own() -> None:

@@ -24,26 +24,28 @@ from regression_tracking.models import (
     RegressionGroup,
     RegressionType,
 )
-from regression_tracking.services.orphan_rule import OrphanReason
-from regression_tracking.services.versioning import (
-    AUTO_RESOLVED_METRIC,
-    BREAKPOINT_SKIPPED_METRIC,
-    DROPPED_GROUP_NOT_FOUND_METRIC,
-    ESCALATED_METRIC,
+from regression_tracking.services import (
     ORPHAN_DEACTIVATED_MESSAGE,
     BreakpointData,
-    RecordingProducer,
+    OrphanReason,
     RegressionAction,
     SkipReason,
     StatusChange,
     TrendCandidate,
     from_breakpoint_data,
-    from_breakpoints,
     get_regression_groups,
     process_status_change,
     redirect_escalations,
     redirect_resolutions,
     save_regressions_with_versions,
+)
+from regression_tracking.services.versioning import (
+    AUTO_RESOLVED_METRIC,
+    BREAKPOINT_SKIPPED_METRIC,
+    DROPPED_GROUP_NOT_FOUND_METRIC,
+    ESCALATED_METRIC,
+    RecordingProducer,
+    from_breakpoints,
 )
 from tests.factories import ProjectFactory, create_grouphash_without_group, create_issue_for
 

@@ -14,14 +14,13 @@ from django.db import connection
 
 from regression_tracking.management.listing import DryRunListing, format_age
 from regression_tracking.models import RegressionGroup, RegressionType
-from regression_tracking.services import cleanup_orphaned_regressions
+from regression_tracking.services import OrphanReason, cleanup_orphaned_regressions
 from regression_tracking.services.listing import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
     ListedOrphan,
     list_orphans,
 )
-from regression_tracking.services.orphan_rule import OrphanReason
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,

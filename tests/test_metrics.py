@@ -15,8 +15,11 @@ from django.core.management import call_command
 from regression_tracking import metrics
 from regression_tracking.fingerprints import hash_fingerprint
 from regression_tracking.output_files import OutputFileError
-from regression_tracking.services import NOT_FOUND_METRIC, bulk_get_groups_from_fingerprints
-from regression_tracking.services.orphan_rule import OrphanReason
+from regression_tracking.services import (
+    NOT_FOUND_METRIC,
+    OrphanReason,
+    bulk_get_groups_from_fingerprints,
+)
 from tests.reliability import build_world
 from tests.utils import settings_in_subprocess
 

@@ -21,17 +21,15 @@ from regression_tracking.log import record_extra
 from regression_tracking.models import GroupHash, RegressionGroup, RegressionType
 from regression_tracking.services import (
     MISSING_ISSUE_GROUP_MESSAGE,
-    bulk_get_groups_from_fingerprints,
-    get_issue_groups_for_regressions,
-)
-from regression_tracking.services.orphan_rule import is_orphan, orphan_reason
-from regression_tracking.services.versioning import (
     DetectedRegression,
     RegressionAction,
     RegressionOutcome,
     SkipReason,
+    bulk_get_groups_from_fingerprints,
+    get_issue_groups_for_regressions,
     save_regressions_with_versions,
 )
+from regression_tracking.services.orphan_rule import is_orphan, orphan_reason
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,

@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services import BackupWriter, read_backup
-from regression_tracking.services.backup import BackupFormatError, row_to_dict
+from regression_tracking.services import BackupFormatError, BackupWriter, read_backup
+from regression_tracking.services.backup import row_to_dict
 from tests.factories import RegressionGroupFactory
 
 pytestmark = pytest.mark.django_db

@@ -12,13 +12,13 @@ from regression_tracking.services import (
     MISSING_GROUP_MESSAGE,
     MISSING_ISSUE_GROUP_MESSAGE,
     NOT_FOUND_METRIC,
+    OrphanReason,
     bulk_get_groups_from_fingerprints,
     get_group_from_fingerprint,
     get_issue_groups_for_regressions,
+    lookup_issue_groups,
 )
 from regression_tracking.services import lookup as lookup_module
-from regression_tracking.services.lookup import lookup_issue_groups
-from regression_tracking.services.orphan_rule import OrphanReason
 from tests.factories import (
     GroupHashFactory,
     OrganizationFactory,

@@ -16,19 +16,19 @@ from regression_tracking.models import (
     RegressionGroup,
     RegressionType,
 )
-from regression_tracking.services import versioning
-from regression_tracking.services.lookup import RegressionIssues
-from regression_tracking.services.orphan_rule import OrphanReason
-from regression_tracking.services.versioning import (
+from regression_tracking.services import (
     ORPHAN_DEACTIVATED_MESSAGE,
     ORPHAN_TOO_RECENT_MESSAGE,
     DetectedRegression,
+    OrphanReason,
     RegressionAction,
     RegressionOutcome,
     SkipReason,
     get_regression_groups,
     save_regressions_with_versions,
+    versioning,
 )
+from regression_tracking.services.lookup import RegressionIssues
 from regression_tracking.services.versioning import breakpoint as breakpoint_module
 from tests.factories import (
     ProjectFactory,

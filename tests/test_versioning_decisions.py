@@ -7,15 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from regression_tracking.models import GroupStatus, GroupSubStatus, RegressionType
-from regression_tracking.services import GRACE_PERIOD
+from regression_tracking.services import GRACE_PERIOD, RegressionAction, SkipReason
 from regression_tracking.services.versioning.decisions import (
     ENDPOINT_DETECTOR,
     FUNCTION_DETECTOR,
     ORPHAN_MIN_AGE,
     BreakpointDecision,
     IssueState,
-    RegressionAction,
-    SkipReason,
     VersionState,
     decide_breakpoint,
     detector_for,

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import OperationalError, connections, transaction
-from django.db.models import BigIntegerField, F, Lookup, QuerySet, Value
+from django.db.models import BigIntegerField, Expression, F, Lookup, QuerySet
 from django.db.models.sql import DeleteQuery, UpdateQuery
 
 from regression_tracking.models import RegressionGroup
@@ -78,6 +78,20 @@ def run_batch(
     return None
 
 
+class BigIntArray(Expression):
+    """The ids as one ``bigint[]`` parameter, passed to the driver as they are (an ArrayField
+    ``Value`` would prepare each of 1,000 elements through the field, ~2 ms a batch)."""
+
+    output_field = ArrayField(BigIntegerField())
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        super().__init__()
+        self.ids = list(ids)
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        return "%s::bigint[]", [self.ids]
+
+
 class EqualsAny(Lookup):  # type: ignore[type-arg]
     """``lhs = ANY(rhs)``: ``rhs`` an array."""
 
@@ -97,8 +111,7 @@ def still_eligible(
     if connections[using].vendor == "postgresql":
         # ``id = ANY(%s)``, the ids as one array parameter: measured 20% faster than 1,000 scalar
         # parameters per batch (benchmarks.alternatives, delete_batches_id_array/_id_list).
-        ids = Value(list(batch_ids), output_field=ArrayField(BigIntegerField()))
-        rows = rows.filter(EqualsAny(F("id"), ids))
+        rows = rows.filter(EqualsAny(F("id"), BigIntArray(batch_ids)))
     else:
         rows = rows.filter(id__in=batch_ids)
     return eligible_orphans(rows, cutoff=cutoff, active_only=deactivate)

@@ -1,12 +1,11 @@
 """Orphan detection: which RegressionGroups in scope have no live group, in one pass.
 
-Everything here is built from ``services.orphan_rule``: the issue key (``IssueHash``), what makes a
-GroupHash live (``is_live_grouphash``) and the orphan filter (``is_orphan``). Detection
-(``detect_orphans``) is one statement per large id range: a left join of the scope's
-RegressionGroups on GroupHash's unique ``(project_id, hash)`` key, aggregated in the database. The
-join gives, for every row, whether it has a live group and, if not, the reason; the aggregate
-returns the counts and the eligible ids, so the table is read once and no row becomes a Python
-object.
+Everything here is built from ``services.orphan_rule``: the orphan filter (``is_orphan``, a
+``NOT EXISTS`` PostgreSQL runs as a parallel hash anti-join), the issue key (``IssueHash``) and
+what makes a GroupHash live (``is_live_grouphash``). Detection (``detect_orphans``) is one
+statement per large id range, aggregated in the database: the scanned count, the orphans by reason
+(a left join of the orphans on the GroupHashes that are not live), the too recent ones and the
+eligible ids, so the table is read once for the orphans and no row becomes a Python object.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import (
     BooleanField,
     Case,
@@ -187,12 +185,14 @@ def _census(
 # of 8-byte big-endian integers in id order: 100k ids are 0.8 MB on the wire and in the client,
 # against 3.6 MB as the list of ints an ``array_agg`` arrives as.
 #
-# Measured at 1M rows (PostgreSQL 15, 2 shared cores, 100k orphans): this statement 2.4-2.8 s with
-# jit on, about 1.1x the one-statement floor with jit off; one LEFT JOIN of every row on
-# GroupHash giving liveness and reason together took 3.3-3.5 s (2.1x): PostgreSQL 15 cannot run
-# an ordered string_agg/array_agg in parallel, so the whole join ran in one process, while here the
-# anti-join stays a Parallel Hash Anti Join and only the orphans reach the aggregate. The scanned
-# count is the primary key's index-only scan inside the same statement: 0.06 s at 1M rows.
+# Measured at 1M rows (PostgreSQL 15, 2 shared cores, 100k orphans), against the one-statement
+# anti-join count: one LEFT JOIN of every row on GroupHash's unique key, giving liveness and reason
+# together, took 3.3-3.5 s (2.1x): PostgreSQL 15 cannot run an ordered string_agg/array_agg in
+# parallel, so the whole join ran in one process. Here the anti-join stays a Parallel Hash Anti
+# Join and only the orphans reach the aggregate and the reason's join. The reason as an EXISTS
+# probe per orphan instead (``has_grouphash()`` in the select list) measured 2.9x with as many
+# group-less GroupHashes as live ones: a correlated subplan runs in the leader, not the workers.
+# The scanned count is the primary key's index-only scan inside the same statement: 0.06 s.
 _POSTGRESQL_CENSUS = (
     "SELECT {scanned},"
     " count(*) FILTER (WHERE grouphash.census_hash IS NULL),"
@@ -271,10 +271,14 @@ def _add_aggregate(detection: Detection, row: tuple[Any, ...]) -> None:
     detection.by_reason[OrphanReason.GROUPHASH_WITHOUT_GROUP] += without_group
     detection.too_recent += too_recent
     if packed_ids:
-        ids = array("q", bytes(packed_ids))
+        ids = array("q", packed_ids)
+        del packed_ids
         if sys.byteorder == "little":
             ids.byteswap()
-        detection.eligible_ids.extend(ids)
+        if detection.eligible_ids:
+            detection.eligible_ids.extend(ids)
+        else:
+            detection.eligible_ids = ids
 
 
 def _add_rows(detection: Detection, cursor: Any) -> None:
@@ -330,39 +334,3 @@ def select_orphans(
         )
         for row_id, project_id, reason, active, old_enough in rows
     ]
-
-
-# Deprecated: kept only so that lookup.py and versioning.py (another change) still import; new code
-# builds on services.orphan_rule. They go when those modules stop importing them.
-def sql_names(connection: BaseDatabaseWrapper) -> dict[str, str]:
-    """Deprecated. Quoted table and column names, read from the models."""
-    from django.db.models import Field
-
-    quote = connection.ops.quote_name
-    names = {}
-    for prefix, model, fields in (
-        ("rg", RegressionGroup, ("id", "project", "fingerprint", "type", "active", "date_added")),
-        ("gh", GroupHash, ("id", "project", "hash", "group")),
-    ):
-        names[f"{prefix}_table"] = quote(model._meta.db_table)
-        for name in fields:
-            model_field = model._meta.get_field(name)
-            assert isinstance(model_field, Field)
-            names[f"{prefix}_{name}"] = quote(model_field.column)
-    return names
-
-
-def orphan_predicate_sql(connection: BaseDatabaseWrapper, alias: str) -> str:
-    """Deprecated: use ``orphan_rule.is_orphan()``. SQL true when row ``alias`` is an orphan."""
-    names = sql_names(connection)
-    return (
-        f"NOT EXISTS (SELECT 1 FROM {names['gh_table']} live"
-        f" WHERE live.{names['gh_project']} = {alias}.{names['rg_project']}"
-        f" AND live.{names['gh_hash']} = MD5({alias}.{names['rg_fingerprint']})"
-        f" AND live.{names['gh_group']} IS NOT NULL)"
-    )
-
-
-def cutoff_param(connection: BaseDatabaseWrapper, cutoff: datetime) -> Any:
-    """Deprecated. ``cutoff`` as the database compares it with ``date_added``."""
-    return connection.ops.adapt_datetimefield_value(cutoff)

@@ -14,11 +14,10 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from regression_tracking.management.options import ExactOptionsCommand, check_database
+from regression_tracking.services import BackupFormatError, UnknownProjectsError
 from regression_tracking.services.backup import (
-    BackupFormatError,
     RestoreConflictError,
     RestoreTimeoutError,
-    UnknownProjectsError,
     restore_backup_file,
 )
 

@@ -5,9 +5,12 @@ import sys
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from hypothesis import settings as hypothesis_settings
 
+from regression_tracking.management.commands.cleanup_orphaned_regressions import (
+    Command as CleanupCommand,
+)
 from regression_tracking.metrics import InMemoryBackend, get_backend
 from tests.factories import OrphanWorld, create_orphan_world
 
@@ -53,3 +56,25 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def world(db: None) -> OrphanWorld:
     """A linked regression, an old active, an old inactive, a discarded and a recent orphan."""
     return create_orphan_world()
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run cleanup_orphaned_regressions as a shell would; returns (exit status, stdout, stderr)."""
+    # run_from_argv closes the connections at the end, as a process exit would; the test's own
+    # connection (inside its transaction) must stay open.
+    monkeypatch.setattr(connections, "close_all", lambda: None)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            CleanupCommand().run_from_argv(
+                ["manage.py", "cleanup_orphaned_regressions", "--skip-checks", *argv]
+            )
+            code = 0
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,9 +31,6 @@ from regression_tracking.fingerprints import (
     generate_issue_group_key,
     hash_fingerprint,
 )
-from regression_tracking.management.commands.cleanup_orphaned_regressions import (
-    Command as CleanupCommand,
-)
 from regression_tracking.models import Group, GroupHash, RegressionGroup, RegressionType
 from regression_tracking.services import (
     NOT_FOUND_METRIC,
@@ -41,7 +38,7 @@ from regression_tracking.services import (
     bulk_get_groups_from_fingerprints,
 )
 from tests.factories import GroupFactory, ProjectFactory
-from tests.reliability import COMMAND, build_world, database_checksum, record_figures
+from tests.reliability import build_world, database_checksum, record_figures
 
 pytestmark = pytest.mark.django_db
 
@@ -69,26 +66,6 @@ QUOTE_INJECTION = "' OR '1'='1"
 def world() -> Any:
     """Old orphans, a linked row, recent orphans: any run that went ahead would change a table."""
     return build_world(orphans=4, linked=2, recent=2, discarded=1, projects=2)
-
-
-@pytest.fixture
-def run_cli(capsys, monkeypatch):
-    """Run the command as a shell would; returns (exit status, stdout, stderr)."""
-    # run_from_argv closes the connections at the end, as a process exit would; the test's own
-    # connection (inside its transaction) must stay open.
-    monkeypatch.setattr(connections, "close_all", lambda: None)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            CleanupCommand().run_from_argv(["manage.py", COMMAND, "--skip-checks", *argv])
-            code = 0
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 @pytest.fixture

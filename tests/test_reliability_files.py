@@ -16,11 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connections
 
-from regression_tracking.management.commands.cleanup_orphaned_regressions import (
-    Command as CleanupCommand,
-)
 from regression_tracking.models import RegressionGroup
 from regression_tracking.services import BackupWriter, read_backup
 from regression_tracking.services.backup import row_to_dict
@@ -49,24 +45,6 @@ def _probed(kind: str, count: int = 1) -> None:
 @pytest.fixture
 def world() -> Any:
     return build_world(orphans=5, linked=2, recent=1, discarded=1, projects=2)
-
-
-@pytest.fixture
-def run_cli(capsys, monkeypatch):
-    """Run the command as a shell would; returns (exit status, stdout, stderr)."""
-    monkeypatch.setattr(connections, "close_all", lambda: None)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            CleanupCommand().run_from_argv(["manage.py", COMMAND, "--skip-checks", *argv])
-            code = 0
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, bytes | None]]:

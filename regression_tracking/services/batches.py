@@ -22,7 +22,7 @@ from django.db.models.sql import DeleteQuery, UpdateQuery
 
 from regression_tracking.models import RegressionGroup
 from regression_tracking.services.backup import BackupWriter
-from regression_tracking.services.locking import LOCK_NOT_AVAILABLE, sqlstate
+from regression_tracking.services.locking import LOCK_NOT_AVAILABLE, set_local_timeouts, sqlstate
 from regression_tracking.services.orphan_rule import eligible_orphans
 
 logger = logging.getLogger(__name__)
@@ -131,15 +131,8 @@ def _run_batch(
         # The same batches, minus the writes: a dry run changes nothing, so re-checking each
         # batch against the database would only cost a second pass over the orphans.
         return list(batch_ids)
-    connection = connections[using]
     with transaction.atomic(using=using):
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT set_config('lock_timeout', %s, true),"
-                    " set_config('statement_timeout', %s, true)",
-                    [LOCK_TIMEOUT, STATEMENT_TIMEOUT],
-                )
+        set_local_timeouts(using, lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT)
         eligible = still_eligible(batch_ids, deactivate=deactivate, cutoff=cutoff, using=using)
         if backup is not None:
             # Lock the rows, so what is written to the backup is what the write below sees.

@@ -98,6 +98,22 @@ def _seconds_setting(duration: timedelta) -> str:
     return f"{max(1, int(duration.total_seconds() * 1000))}ms"
 
 
+def set_local_timeouts(using: str, *, lock_timeout: str, statement_timeout: str) -> None:
+    """Bound the current transaction's statements on PostgreSQL (settings such as ``"2s"``).
+
+    ``set_config(…, true)`` lasts until the transaction ends, so nothing leaks into the session.
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, true),"
+            " set_config('statement_timeout', %s, true)",
+            [lock_timeout, statement_timeout],
+        )
+
+
 def table_lock_holders(using: str, models: tuple[type[Model], ...]) -> list[str]:
     """The other sessions that hold or queue for an exclusive lock on the models' tables."""
     connection = connections[using]
@@ -150,12 +166,11 @@ def bounded_statements(
 
     try:
         with transaction.atomic(using=using):
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT set_config('lock_timeout', %s, true),"
-                    " set_config('statement_timeout', %s, true)",
-                    [_seconds_setting(lock_timeout), _seconds_setting(statement_timeout)],
-                )
+            set_local_timeouts(
+                using,
+                lock_timeout=_seconds_setting(lock_timeout),
+                statement_timeout=_seconds_setting(statement_timeout),
+            )
             watcher = threading.Thread(target=watch, args=(connection.connection,), daemon=True)
             watcher.start()
             try:

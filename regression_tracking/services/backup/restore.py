@@ -19,11 +19,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, transaction
 
 from regression_tracking.models import Project, RegressionGroup
 from regression_tracking.output_files import special_kind
 from regression_tracking.services.backup.rows import parse_lines, parse_lines_values, read_lines
+from regression_tracking.services.locking import (
+    LOCK_NOT_AVAILABLE,
+    QUERY_CANCELED,
+    set_local_timeouts,
+    sqlstate,
+)
 
 # Rows looked up or inserted per statement when restoring.
 RESTORE_CHUNK_SIZE = 1000
@@ -174,30 +180,27 @@ def _restore(
     skip_conflicts: bool,
     using: str,
 ) -> RestoreResult:
-    connection = connections[using]
     try:
         with transaction.atomic(using=using):
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT set_config('lock_timeout', %s, true),"
-                        " set_config('statement_timeout', %s, true)",
-                        [RESTORE_LOCK_TIMEOUT, RESTORE_STATEMENT_TIMEOUT],
-                    )
+            set_local_timeouts(
+                using,
+                lock_timeout=RESTORE_LOCK_TIMEOUT,
+                statement_timeout=RESTORE_STATEMENT_TIMEOUT,
+            )
             known = _existing_projects(sorted(project_ids), using)
             unknown = sorted(project_ids - known)
             if unknown and not skip_missing_projects:
                 raise UnknownProjectsError(unknown)
             return _insert(rows, known=known, skip_conflicts=skip_conflicts, using=using)
     except OperationalError as error:
-        sqlstate = getattr(error.__cause__, "sqlstate", None)
-        if sqlstate == "55P03":
+        state = sqlstate(error)
+        if state == LOCK_NOT_AVAILABLE:
             raise RestoreTimeoutError(
                 f"waited more than {RESTORE_LOCK_TIMEOUT} (lock_timeout) for a lock on "
                 f"{RegressionGroup._meta.db_table}: another session holds it (an ALTER TABLE, "
                 "a VACUUM FULL, a long transaction)"
             ) from error
-        if sqlstate == "57014":
+        if state == QUERY_CANCELED:
             raise RestoreTimeoutError(
                 f"a statement ran longer than {RESTORE_STATEMENT_TIMEOUT} (statement_timeout)"
             ) from error

@@ -10,7 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.utils import ROOT
 
@@ -26,6 +30,10 @@ def run_script(*args: str, unprivileged: Path | None = None) -> subprocess.Compl
     command = [str(SCRIPT), *args]
     path = os.environ["PATH"]
     if unprivileged is not None:
+        # nobody must reach the script: the work tree may sit in a folder only root can enter.
+        script = unprivileged / SCRIPT.name
+        shutil.copy2(SCRIPT, script)
+        command = [str(script), *args]
         sudo = unprivileged / "sudo"
         sudo.write_text("#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n")
         sudo.chmod(0o755)
@@ -49,10 +57,20 @@ def test_nothing_is_done_when_every_check_passes() -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-def test_without_root_or_sudo_it_prints_the_command_to_run(tmp_path: Path) -> None:
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A scratch folder every user can enter (pytest's tmp_path is under a root-only folder)."""
+    folder = Path(tempfile.mkdtemp(prefix="debian-packages-", dir="/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_without_root_or_sudo_it_prints_the_command_to_run(open_dir: Path) -> None:
     result = run_script(
         "make test", "false", "chromium", "true", "time", "false", "python3-venv",
-        unprivileged=tmp_path,
+        unprivileged=open_dir,
     )  # fmt: skip
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (

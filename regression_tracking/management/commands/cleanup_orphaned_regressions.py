@@ -120,7 +120,8 @@ class Command(ExactOptionsCommand):
             "--max-runtime",
             type=parse_duration,
             metavar="DURATION",
-            help="Start no new batch after this long. Same units as --min-age. Default: no limit.",
+            help="Start no new batch after this long; also the longest the detection statement "
+            "may run. Same units as --min-age. Default: no limit.",
         )
         parser.add_argument(
             "--sleep",
@@ -140,8 +141,9 @@ class Command(ExactOptionsCommand):
             "--backup",
             metavar="PATH",
             help="Append every row about to be deleted or deactivated, all columns, as one JSON "
-            "line, flushed to disk before its batch commits. Restore with "
-            "restore_regression_groups PATH.",
+            "line, flushed to disk before its batch commits; opened by the first batch, never "
+            "before. A file that is not a backup, or not a regular file, is refused; a cut last "
+            "line is moved to PATH.cut-<time>. Restore with restore_regression_groups PATH.",
         )
         parser.add_argument(
             "--shard",
@@ -154,8 +156,9 @@ class Command(ExactOptionsCommand):
         parser.add_argument(
             "--metrics-textfile",
             metavar="PATH",
-            help="At exit, write this run's counters to PATH in the Prometheus node_exporter "
-            "textfile format (atomically), the usual way to monitor a cron job.",
+            help="After the run, write its counters to PATH in the Prometheus node_exporter "
+            "textfile format, atomically beside PATH (never over a FIFO or device; not written "
+            "by a refused run). Must differ from --backup. Needs the prometheus extra.",
         )
         parser.add_argument(
             "--format",

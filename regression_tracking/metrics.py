@@ -298,6 +298,12 @@ def check_configuration() -> None:
     _backend_class()
 
 
+def check_textfile_support() -> None:
+    """Raise ``ConfigurationError`` when the textfile cannot be written (prometheus-client is
+    the ``prometheus`` extra), so ``--metrics-textfile`` is refused before any work."""
+    _import_extra("prometheus_client", "write_to_textfile", "prometheus")
+
+
 @cache
 def get_backend() -> MetricsBackend:
     """The configured backend, built once per process (and again when the setting changes)."""

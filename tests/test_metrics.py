@@ -5,15 +5,17 @@ import logging
 import os
 import socket
 import stat
+import sys
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from regression_tracking import metrics
 from regression_tracking.fingerprints import hash_fingerprint
+from regression_tracking.models import RegressionGroup
 from regression_tracking.output_files import OutputFileError
 from regression_tracking.services import (
     NOT_FOUND_METRIC,
@@ -377,3 +379,22 @@ class TestTextfileTargets:
             metrics.write_textfile(path)
         assert os.stat(path).st_mode == mode
         assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+class TestTextfileNeedsPrometheus:
+    @pytest.mark.django_db
+    def test_refused_before_any_work_without_the_extra(self, monkeypatch, tmp_path) -> None:
+        # A None entry in sys.modules makes the import fail, as when the extra is not installed.
+        monkeypatch.setitem(sys.modules, "prometheus_client", None)
+        build_world(orphans=2, linked=1, projects=1)
+        path = tmp_path / "cleanup.prom"
+        with pytest.raises(CommandError) as raised:
+            call_command(
+                "cleanup_orphaned_regressions", "--metrics-textfile", str(path), stdout=StringIO()
+            )
+        assert str(raised.value) == (
+            "--metrics-textfile: prometheus_client is not installed: "
+            "pip install 'regression-tracking[prometheus]'"
+        )
+        assert not path.exists()
+        assert RegressionGroup.objects.count() == 3

@@ -17,6 +17,7 @@ from django.db import DatabaseError, connections
 
 from regression_tracking import metrics
 from regression_tracking.durations import format_duration
+from regression_tracking.environment import ConfigurationError
 from regression_tracking.management.listing import DryRunListing
 from regression_tracking.management.options import (
     DURATION_HELP,
@@ -235,6 +236,11 @@ class Command(ExactOptionsCommand):
         # Only looked at: nothing is opened or created before the run holds its lock and has
         # read the database (the backup is opened by its first write, inside the first batch).
         output_files({"--backup": backup, "--metrics-textfile": metrics_textfile})
+        if metrics_textfile is not None:
+            try:
+                metrics.check_textfile_support()
+            except ConfigurationError as error:
+                raise CommandError(f"--metrics-textfile: {error}") from error
         try:
             if scope.project_ids and (
                 missing := unknown_project_ids(scope.project_ids, using=database)

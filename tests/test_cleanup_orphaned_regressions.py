@@ -29,6 +29,7 @@ from tests.factories import (
     create_linked_regression,
 )
 from tests.utils import ROOT, manage_command, manage_env, run_manage
+from tests.utils import run_cleanup as run
 
 pytestmark = pytest.mark.django_db
 
@@ -59,12 +60,6 @@ def world() -> dict[str, RegressionGroup]:
         "discarded": discarded,
         "recent": recent,
     }
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(COMMAND, *args, stdout=out, stderr=out, no_color=True)
-    return re.sub(r"elapsed: \d+\.\d\ds", "elapsed: <s>", out.getvalue())
 
 
 def snapshot() -> list[dict[str, object]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -28,6 +27,7 @@ from tests.factories import (
     create_issue_for,
     create_linked_regression,
 )
+from tests.utils import run_cleanup as run
 
 pytestmark = pytest.mark.django_db
 
@@ -72,12 +72,6 @@ def world(frozen) -> dict[str, RegressionGroup]:
         "discarded": discarded,
         "recent": recent,
     }
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(COMMAND, *args, stdout=out, stderr=out, no_color=True)
-    return re.sub(r"elapsed: \d+\.\d\ds", "elapsed: <s>", out.getvalue())
 
 
 def summary(would: str, count: int, last_id: int = 104, too_recent: int = 1) -> str:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from io import StringIO
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import psycopg
+from django.core.management import call_command
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,3 +81,10 @@ def settings_in_subprocess(code: str, **env: str) -> subprocess.CompletedProcess
         timeout=60,
         check=False,
     )
+
+
+def run_cleanup(*args: str) -> str:
+    """cleanup_orphaned_regressions' stdout and stderr, with the elapsed time masked."""
+    out = StringIO()
+    call_command("cleanup_orphaned_regressions", *args, stdout=out, stderr=out, no_color=True)
+    return re.sub(r"elapsed: \d+\.\d\ds", "elapsed: <s>", out.getvalue())

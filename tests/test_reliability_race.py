@@ -151,9 +151,9 @@ def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[Write]:
     writes: list[Write] = []
     real_write = batches_module._write
 
-    def timed_write(eligible, **kwargs):
+    def timed_write(*args, **kwargs):
         began = time.monotonic()
-        ids = real_write(eligible, **kwargs)
+        ids = real_write(*args, **kwargs)
         writes.append(Write(began, time.monotonic(), tuple(ids)))
         return ids
 

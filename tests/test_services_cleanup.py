@@ -260,6 +260,32 @@ class TestRaceRule:
             assert '"date_added" < ' in sql
             assert "RETURNING" in sql
 
+    @pytest.mark.postgresql
+    @pytest.mark.parametrize("deactivate", [False, True])
+    def test_the_write_compiled_once_is_the_one_compiled_per_batch(self, world, deactivate) -> None:
+        now = timezone.now()
+        write = batches_module.BatchWrite(
+            deactivate=deactivate, cutoff=now - timedelta(hours=24), now=now, using="default"
+        )
+        for batch_ids in ([world.old_active.id], [world.linked.id, world.discarded.id]):
+            compiled_once = write.statement(batch_ids)
+            per_batch = write._sql(write.eligible(batch_ids))
+            assert compiled_once == per_batch
+            assert compiled_once[1].count(batches_module.id_array(batch_ids)) == 1
+
+    @pytest.mark.postgresql
+    def test_one_run_compiles_its_write_statement_once(self, world, monkeypatch) -> None:
+        compiled: list[int] = []
+        real_sql = batches_module.BatchWrite._sql
+
+        def counting_sql(self, eligible):
+            compiled.append(1)
+            return real_sql(self, eligible)
+
+        monkeypatch.setattr(batches_module.BatchWrite, "_sql", counting_sql)
+        result = cleanup_orphaned_regressions(batch_size=1)
+        assert (result.batches, result.acted, len(compiled)) == (3, 3, 1)
+
     def test_the_orm_delete_of_eligible_orphans_is_one_fast_delete(
         self, world, django_assert_num_queries
     ) -> None:

@@ -195,7 +195,7 @@ def test_postgresql_plans_the_predicate_as_an_anti_join() -> None:
 
 
 @pytest.mark.postgresql
-def test_postgresql_plans_detection_as_one_anti_join_statement(
+def test_postgresql_plans_detection_as_one_left_join_statement(
     django_assert_num_queries,
 ) -> None:
     RegressionGroupFactory.create_batch(3)
@@ -211,9 +211,13 @@ def test_postgresql_plans_detection_as_one_anti_join_statement(
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + census, scanned_params + params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "Hash Anti Join" in plan, plan
-    # Savepoint, set_config, the bounds of the id range, the census, release.
-    with django_assert_num_queries(5):
+    # One join reads GroupHash once: no second join of the orphans for their reason.
+    assert "Hash Left Join" in plan, plan
+    assert plan.count("on sentry_grouphash") == 1, plan
+    # The join's scan and the scanned count's.
+    assert plan.count("on sentry_regressiongroup") == 2, plan
+    # Savepoint, two set_config, the bounds of the id range, the census, release.
+    with django_assert_num_queries(6):
         detection = detect_orphans(cutoff=far_future())
     assert (detection.scanned, len(detection.eligible_ids)) == (3, 3)
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from regression_tracking import metrics
 from regression_tracking.services.backup import BackupWriter
-from regression_tracking.services.batches import run_batch
+from regression_tracking.services.batches import BatchWrite, run_batch
 from regression_tracking.services.locking import (
     MAX_SHARDS,
     StatementCancelled,
@@ -274,6 +274,9 @@ def _run_batches(
     clock: Callable[[], float],
     pause: Callable[[float], None],
 ) -> None:
+    write = BatchWrite(
+        deactivate=result.action is CleanupAction.DEACTIVATE, cutoff=cutoff, now=now, using=using
+    )
     position = 0
     while True:
         changed = result.would_act if result.dry_run else result.acted
@@ -293,14 +296,7 @@ def _run_batches(
         size = batch_size if max_rows is None else min(batch_size, max_rows - changed)
         batch_ids = eligible[position : position + size]
         acted_ids = run_batch(
-            batch_ids,
-            deactivate=result.action is CleanupAction.DEACTIVATE,
-            dry_run=result.dry_run,
-            cutoff=cutoff,
-            now=now,
-            backup=backup,
-            using=using,
-            pause=pause,
+            batch_ids, write=write, dry_run=result.dry_run, backup=backup, pause=pause
         )
         position += len(batch_ids)
         result.batches += 1

@@ -1,11 +1,12 @@
 """Orphan detection: which RegressionGroups in scope have no live group, in one pass.
 
-Everything here is built from ``services.orphan_rule``: the orphan filter (``is_orphan``, a
-``NOT EXISTS`` PostgreSQL runs as a parallel hash anti-join), the issue key (``IssueHash``) and
-what makes a GroupHash live (``is_live_grouphash``). Detection (``detect_orphans``) is one
-statement per large id range, aggregated in the database: the scanned count, the orphans by reason
-(a left join of the orphans on the GroupHashes that are not live), the too recent ones and the
-eligible ids, so the table is read once for the orphans and no row becomes a Python object.
+Everything here is built from ``services.orphan_rule``: the issue key (``IssueHash``), what
+makes a GroupHash live (``is_live_grouphash``) and, for ``select_orphans``, the orphan filter
+(``is_orphan``). Detection (``detect_orphans``) is one statement per large id range, aggregated in
+the database: one left join of the rows on GroupHash by the issue key gives each row's liveness
+and an orphan's reason together, and the statement returns the scanned count, the orphans by
+reason, the too recent ones and the eligible ids, so the table is read once and no row becomes a
+Python object.
 """
 
 from __future__ import annotations
@@ -136,11 +137,13 @@ def _census(
 ) -> tuple[str, tuple[Any, ...], str, tuple[Any, ...]]:
     """The census of one id range: the scanned count's subquery and the orphans' FROM clause.
 
-    Every piece is compiled from a queryset: the orphans are the rows that pass ``is_orphan()``
-    (the anti-join), and a left join on GroupHash by the issue key (``IssueHash``) gives their
-    reason: an orphan whose key has a GroupHash is one whose GroupHash has no group.
-    ``(project_id, hash)`` is unique, so the join adds no rows. Only the join condition and the
-    aggregates around it are written here, over the aliases the querysets name.
+    One left join of the range's RegressionGroups on GroupHash by the issue key (``IssueHash``):
+    ``(project_id, hash)`` is unique, so each row meets at most one GroupHash, and that row says
+    everything: none (an orphan, ``missing_grouphash``), one that is not live
+    (``is_live_grouphash()`` false: an orphan, ``grouphash_without_group``) or a live one (not an
+    orphan). This is ``is_orphan()`` and ``orphan_reason()`` read off one join. Every piece is
+    compiled from a queryset; only the join condition and the aggregates around it are written
+    here, over the aliases the querysets name.
     """
     regressions = scoped(RegressionGroup.objects.using(using), scope).order_by()
     if id_range is not None:
@@ -148,8 +151,8 @@ def _census(
     old_enough = Q(date_added__lt=cutoff)
     eligible_if_orphan = old_enough & Q(active=True) if active_only else old_enough
     scanned_sql, scanned_params = _compiled(regressions.values("pk"), using)
-    orphans_sql, orphans_params = _compiled(
-        regressions.filter(is_orphan()).values(
+    regressions_sql, regressions_params = _compiled(
+        regressions.values(
             census_id=F("id"),
             census_project_id=F("project_id"),
             census_hash=IssueHash(F("fingerprint")),
@@ -158,26 +161,31 @@ def _census(
         ),
         using,
     )
-    # An orphan's key can only match a GroupHash that is not live: hashing only those keeps the
-    # join's hash table to the discarded issues' GroupHashes.
-    grouphashes = GroupHash.objects.using(using).order_by().exclude(is_live_grouphash())
+    grouphashes = GroupHash.objects.using(using).order_by()
     if scope.shard is not None:
         # A shard's rows only ever match GroupHashes of the shard's projects: saying so lets the
         # join hash only those.
         grouphashes = grouphashes.filter(in_shard("project_id", scope.shard))
     grouphashes_sql, grouphashes_params = _compiled(
-        grouphashes.values(census_project_id=F("project_id"), census_hash=F("hash")), using
+        grouphashes.values(
+            census_project_id=F("project_id"),
+            census_hash=F("hash"),
+            census_live=ExpressionWrapper(is_live_grouphash(), output_field=BooleanField()),
+        ),
+        using,
     )
     from_sql = (
-        f"FROM ({orphans_sql}) orphan LEFT JOIN ({grouphashes_sql}) grouphash"
-        " ON grouphash.census_project_id = orphan.census_project_id"
-        " AND grouphash.census_hash = orphan.census_hash"
+        f"FROM ({regressions_sql}) regression LEFT JOIN ({grouphashes_sql}) grouphash"
+        " ON grouphash.census_project_id = regression.census_project_id"
+        " AND grouphash.census_hash = regression.census_hash"
+        # No GroupHash, or one that is not live: the orphans.
+        " WHERE grouphash.census_live IS NOT TRUE"
     )
     return (
         f"(SELECT count(*) FROM ({scanned_sql}) scanned)",
         scanned_params,
         from_sql,
-        orphans_params + grouphashes_params,
+        regressions_params + grouphashes_params,
     )
 
 
@@ -185,26 +193,25 @@ def _census(
 # of 8-byte big-endian integers in id order: 100k ids are 0.8 MB on the wire and in the client,
 # against 3.6 MB as the list of ints an ``array_agg`` arrives as.
 #
-# Measured at 1M rows (PostgreSQL 15, 2 shared cores, 100k orphans), against the one-statement
-# anti-join count: one LEFT JOIN of every row on GroupHash's unique key, giving liveness and reason
-# together, took 3.3-3.5 s (2.1x): PostgreSQL 15 cannot run an ordered string_agg/array_agg in
-# parallel, so the whole join ran in one process. Here the anti-join stays a Parallel Hash Anti
-# Join and only the orphans reach the aggregate and the reason's join. The reason as an EXISTS
-# probe per orphan instead (``has_grouphash()`` in the select list) measured 2.9x with as many
-# group-less GroupHashes as live ones: a correlated subplan runs in the leader, not the workers.
-# The scanned count is the primary key's index-only scan inside the same statement: 0.06 s.
+# Measured at 1M rows (PostgreSQL 15, 2 shared cores, 100k orphans), in the same runs as the
+# one-statement anti-join count (the floor): this one left join, 1.12-1.15x the floor (and
+# 1.22-1.25x with as many group-less GroupHashes as live ones, whose hash table it builds too);
+# the anti-join followed by a second join of the orphans for their reason, 1.33-1.50x (an index
+# probe per orphan) or 1.27-1.35x (a second hash of the group-less GroupHashes). Only the orphans
+# pass the WHERE and reach the aggregate, so the join stays a Parallel Hash Left Join. The scanned
+# count is a parallel count inside the same statement: 0.05 s.
 _POSTGRESQL_CENSUS = (
     "SELECT {scanned},"
     " count(*) FILTER (WHERE grouphash.census_hash IS NULL),"
     " count(*) FILTER (WHERE grouphash.census_hash IS NOT NULL),"
-    " count(*) FILTER (WHERE NOT orphan.census_old_enough),"
-    " string_agg(int8send(orphan.census_id), ''::bytea ORDER BY orphan.census_id)"
-    " FILTER (WHERE orphan.census_eligible) "
+    " count(*) FILTER (WHERE NOT regression.census_old_enough),"
+    " string_agg(int8send(regression.census_id), ''::bytea ORDER BY regression.census_id)"
+    " FILTER (WHERE regression.census_eligible) "
 )
 # Elsewhere (SQLite: tests and small installs) the count, then a row per orphan in id order.
 _ROW_CENSUS = (
-    "SELECT orphan.census_id, grouphash.census_hash IS NOT NULL,"
-    " orphan.census_old_enough, orphan.census_eligible "
+    "SELECT regression.census_id, grouphash.census_hash IS NOT NULL,"
+    " regression.census_old_enough, regression.census_eligible "
 )
 
 
@@ -246,6 +253,11 @@ def detect_orphans(
             # JIT compilation cost 0.3-0.5 s of the 2.4-2.8 s census at 1M rows (its cost
             # estimate crosses jit_optimize_above_cost) and saved nothing.
             cursor.execute("SELECT set_config('jit', 'off', true)")
+            # Only the orphans leave the workers, but PostgreSQL cannot estimate how few (the join
+            # is on an md5 expression): at its guess of half the table it ran the whole join in
+            # one process, 1.93 s against 1.04 s in parallel for the same statement (1M rows,
+            # as many group-less GroupHashes as live ones). Free tuple transfer keeps it parallel.
+            cursor.execute("SELECT set_config('parallel_tuple_cost', '0', true)")
         for id_range in _id_ranges(scope, using):
             scanned_sql, scanned_params, from_sql, params = _census(
                 scope=scope, cutoff=cutoff, active_only=active_only, id_range=id_range, using=using
@@ -259,7 +271,7 @@ def detect_orphans(
             else:
                 cursor.execute(f"SELECT {scanned_sql}", scanned_params)
                 detection.scanned += cursor.fetchone()[0]
-                cursor.execute(f"{_ROW_CENSUS}{from_sql} ORDER BY orphan.census_id", params)
+                cursor.execute(f"{_ROW_CENSUS}{from_sql} ORDER BY regression.census_id", params)
                 _add_rows(detection, cursor)
     return detection
 

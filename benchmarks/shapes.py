@@ -1,6 +1,6 @@
 """Issue 12 item 5: the cleanup against the floor and two peers on more than one data shape.
 
-    .venv/bin/python -m benchmarks.shapes [--database-url URL] [--scale 100000,1000000]
+    .venv/bin/python -m benchmarks.shapes [--database-url URL] [--scale 100000,3000000]
 
 Shapes (each built with ``INSERT … SELECT generate_series`` by ``benchmarks.dataset``):
 
@@ -13,6 +13,13 @@ against the one-statement count, delete and deactivate against one ``DELETE`` or
 EXISTS``; Sentry's ``BulkDeleteQuery`` pattern on the orphan predicate (``DELETE … WHERE id =
 ANY(ARRAY(SELECT id … LIMIT 10000))`` until no row is left); and the seed's per-row design (a
 query per RegressionGroup), timed on a sample of rows and extrapolated to N.
+
+The command's figures are its wall time minus its process baseline: the same command on an empty
+scope (``--dry-run --start-after-id`` past the last id), median of 5: Python and Django start-up,
+the connection, the lock and the range bounds, which the floor (one statement on an open
+connection) does not pay. Peak RSS above that baseline, per eligible orphan, is the memory the
+rows cost. Scaling runs (``--scale``, the default shape) measure the command against the floor
+without the two peers.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ def _discard_half_the_grouphashes() -> None:
 
 
 def measure_shape(
-    name: str, *, rows: int, projects: int, database_url: str, repeat: int
+    name: str, *, rows: int, projects: int, database_url: str, repeat: int, peers: bool = True
 ) -> dict[str, Any]:
     from django.db import connection, transaction
 
@@ -62,10 +69,18 @@ def measure_shape(
     figures: dict[str, Any] = {"shape": name, "rows": rows, "projects": projects}
     figures["grouphashes"] = expected.grouphashes
     figures["orphans"] = expected.orphans
-    # The process baseline: ``manage.py check`` (start-up time, median of 5, and its peak RSS).
-    checks = [run_manage(["check"], database_url) for _ in range(5)]
-    startup = statistics.median(run.seconds for run in checks)
-    baseline_rss = max(run.max_rss_mb for run in checks)
+    # The process baseline: the command on an empty scope (time: median of 5; peak RSS: the most).
+    past_the_end = str(rows + 1)
+    empty = [
+        run_manage(
+            cleanup_args("--dry-run", "--start-after-id", past_the_end, batch_size=1000),
+            database_url,
+        )
+        for _ in range(5)
+    ]
+    assert all(run.result["scanned"] == 0 for run in empty), empty
+    startup = statistics.median(run.seconds for run in empty)
+    baseline_rss = max(run.max_rss_mb for run in empty)
     figures["startup_seconds"] = startup
     figures["baseline_rss_mb"] = baseline_rss
 
@@ -101,6 +116,10 @@ def measure_shape(
     figures["rss_above_baseline_bytes_per_orphan"] = (
         (max(rss) - baseline_rss) * 1024 * 1024 / max(expected.orphans, 1)
     )
+    figures["peers"] = peers
+    if not peers:
+        dataset.drop_snapshot()
+        return figures
 
     # Sentry's BulkDeleteQuery: chunks of ids chosen by the predicate, until none is left.
     dataset.restore()
@@ -156,15 +175,22 @@ def summarize(figures: dict[str, Any]) -> str:
         )
 
     delete = figures["delete"]["command"]
+    per_million = 1e6 / figures["rows"]
+    peers = ""
+    if figures["peers"]:
+        peers = (
+            f"; BulkDeleteQuery {figures['bulk_delete_query']:.2f}s"
+            f" ({figures['bulk_delete_query'] / delete:.2f}x our delete);"
+            f" per-row (extrapolated from {figures['per_row_sample']:,})"
+            f" {figures['per_row_extrapolated']:.0f}s"
+            f" ({figures['per_row_extrapolated'] / delete:.0f}x)"
+        )
     return (
         f"{figures['shape']:<15} N={figures['rows']:>9,} orphans={figures['orphans']:,}: "
         + "; ".join(ratio(label) for label in ("detect", "delete", "deactivate"))
-        + f"; BulkDeleteQuery {figures['bulk_delete_query']:.2f}s"
-        f" ({figures['bulk_delete_query'] / delete:.2f}x our delete);"
-        f" per-row (extrapolated from {figures['per_row_sample']:,})"
-        f" {figures['per_row_extrapolated']:.0f}s"
-        f" ({figures['per_row_extrapolated'] / delete:.0f}x);"
-        f" delete {delete / figures['rows'] * 1e6:.2f} s per M rows;"
+        + peers
+        + f"; per M rows: detect {figures['detect']['command'] * per_million:.2f} s,"
+        f" delete {delete * per_million:.2f} s;"
         f" peak RSS {figures['max_rss_mb']:.1f} MB (baseline {figures['baseline_rss_mb']:.1f} MB,"
         f" {figures['rss_above_baseline_bytes_per_orphan']:.0f} B per orphan above it)"
     )
@@ -174,7 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.shapes")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--scale", default="100000", help="Extra row counts, default shape.")
+    parser.add_argument(
+        "--scale",
+        default="100000,3000000",
+        help="Extra row counts of the default shape, without the peers (the scaling table).",
+    )
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument(
         "--shapes", default="default,discarded,large_projects", help="Shapes at --rows."
@@ -187,16 +217,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate(options.database_url)
     project_counts = {"default": 1_000, "discarded": 1_000, "large_projects": 10}
     shapes = [name for name in options.shapes.split(",") if name]
-    runs = [(name, options.rows, project_counts[name]) for name in shapes]
-    runs += [("default", int(n), 1_000) for n in options.scale.split(",") if n]
+    runs = [(name, options.rows, project_counts[name], True) for name in shapes]
+    runs += [("default", int(n), 1_000, False) for n in options.scale.split(",") if n]
     report = []
-    for name, rows, projects in runs:
+    for name, rows, projects, peers in runs:
         figures = measure_shape(
             name,
             rows=rows,
             projects=projects,
             database_url=options.database_url,
             repeat=options.repeat,
+            peers=peers,
         )
         report.append(figures)
         print(summarize(figures), flush=True)

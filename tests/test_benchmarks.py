@@ -83,6 +83,18 @@ def test_small_run_of_a_shape_with_its_peers() -> None:
     json.dumps(figures)
 
 
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_a_scaling_run_measures_the_command_without_the_peers() -> None:
+    figures = measure_shape(
+        "default", rows=400, projects=10, database_url=database_url(), repeat=1, peers=False
+    )
+    assert figures["startup_seconds"] > 0
+    assert math.isfinite(figures["rss_above_baseline_bytes_per_orphan"])
+    assert "bulk_delete_query" not in figures
+    assert "BulkDeleteQuery" not in summarize(figures)
+
+
 def test_refuses_a_database_that_is_not_its_own() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--database-url", "postgres://postgres@127.0.0.1:5432/production"])

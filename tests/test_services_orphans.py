@@ -222,6 +222,19 @@ def test_postgresql_plans_detection_as_one_left_join_statement(
     assert (detection.scanned, len(detection.eligible_ids)) == (3, 3)
 
 
+@pytest.mark.postgresql
+def test_postgresql_census_is_logged_with_its_values_bound(django_assert_num_queries) -> None:
+    RegressionGroupFactory.create_batch(2)
+    cutoff = far_future()
+    with django_assert_num_queries(6) as captured:
+        detection = detect_orphans(cutoff=cutoff, scope=OrphanScope(shard=(0, 1)))
+    assert len(detection.eligible_ids) == 2
+    [census] = [q["sql"] for q in captured.captured_queries if "string_agg" in q["sql"]]
+    # Bound client-side, as Django's own cursors bind: no server-side placeholder is left.
+    assert "$1" not in census
+    assert str(cutoff.year) in census
+
+
 class TestDetection:
     def test_counts_reasons_too_recent_and_eligible_ids_in_id_order(self) -> None:
         now = timezone.now()

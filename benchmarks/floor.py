@@ -26,6 +26,18 @@ ORPHAN = (
 OLD_ENOUGH = "rg.date_added < now() - interval '24 hours'"
 
 FLOOR_COUNT = f"SELECT count(*) FROM sentry_regressiongroup rg WHERE {ORPHAN}"
+# Not a target's reference, a figure beside it: everything detection returns (the orphans by
+# reason, the too recent ones, the eligible ids in id order), as one hand-written statement. The
+# reason needs the GroupHashes without a group too, which the count above never reads.
+FLOOR_CENSUS = (
+    "SELECT count(*) FILTER (WHERE gh.id IS NULL), count(*) FILTER (WHERE gh.id IS NOT NULL),"
+    f" count(*) FILTER (WHERE NOT ({OLD_ENOUGH})),"
+    " string_agg(int8send(rg.id), ''::bytea ORDER BY rg.id) FILTER (WHERE"
+    f" {OLD_ENOUGH})"
+    " FROM sentry_regressiongroup rg LEFT JOIN sentry_grouphash gh"
+    " ON gh.project_id = rg.project_id AND gh.hash = md5(rg.fingerprint)"
+    " WHERE gh.group_id IS NULL"
+)
 FLOOR_DELETE = f"DELETE FROM sentry_regressiongroup rg WHERE {OLD_ENOUGH} AND {ORPHAN}"
 FLOOR_UPDATE = (
     "UPDATE sentry_regressiongroup rg SET active = false, date_resolved = now(),"

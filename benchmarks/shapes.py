@@ -59,7 +59,14 @@ def measure_shape(
 
     from benchmarks import dataset
     from benchmarks.commands import cleanup_args, run_manage
-    from benchmarks.floor import FLOOR_COUNT, FLOOR_DELETE, FLOOR_UPDATE, ORPHAN, run_statement
+    from benchmarks.floor import (
+        FLOOR_CENSUS,
+        FLOOR_COUNT,
+        FLOOR_DELETE,
+        FLOOR_UPDATE,
+        ORPHAN,
+        run_statement,
+    )
 
     expected = dataset.build(rows=rows, projects=projects)
     if name == "discarded":
@@ -88,14 +95,19 @@ def measure_shape(
         run = run_manage(cleanup_args(*extra, batch_size=1000), database_url)
         return run.seconds - startup, run.max_rss_mb, run.result
 
-    floor_count, detect, rss = [], [], []
+    floor_count, floor_census, detect, rss = [], [], [], []
     for _ in range(repeat):
         floor_count.append(run_statement(FLOOR_COUNT).seconds)
+        floor_census.append(run_statement(FLOOR_CENSUS).seconds)
         seconds, peak, result = command("--dry-run")
         assert result["would_act"] == expected.orphans, result
         detect.append(seconds)
         rss.append(peak)
-    figures["detect"] = {"floor": min(floor_count), "command": min(detect)}
+    figures["detect"] = {
+        "floor": min(floor_count),
+        "command": min(detect),
+        "census_floor": min(floor_census),
+    }
     for label, floor_sql, args, changed in (
         ("delete", FLOOR_DELETE, ("--action", "delete"), expected.orphans),
         ("deactivate", FLOOR_UPDATE, ("--action", "deactivate"), expected.active_orphans),
@@ -185,9 +197,12 @@ def summarize(figures: dict[str, Any]) -> str:
             f" {figures['per_row_extrapolated']:.0f}s"
             f" ({figures['per_row_extrapolated'] / delete:.0f}x)"
         )
+    census = figures["detect"]["census_floor"]
     return (
         f"{figures['shape']:<15} N={figures['rows']:>9,} orphans={figures['orphans']:,}: "
         + "; ".join(ratio(label) for label in ("detect", "delete", "deactivate"))
+        + f"; detect / hand-written census {census:.2f}s ="
+        f" {figures['detect']['command'] / census:.2f}x"
         + peers
         + f"; per M rows: detect {figures['detect']['command'] * per_million:.2f} s,"
         f" delete {delete * per_million:.2f} s;"

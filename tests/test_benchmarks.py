@@ -77,6 +77,7 @@ def test_small_run_of_a_shape_with_its_peers() -> None:
     for step in ("detect", "delete", "deactivate"):
         assert math.isfinite(figures[step]["command"]), step
         assert_seconds(figures[step]["floor"])
+    assert_seconds(figures["detect"]["census_floor"])
     assert_seconds(figures["bulk_delete_query"])
     assert_seconds(figures["per_row_extrapolated"])
     assert summarize(figures).startswith("discarded")

@@ -207,7 +207,9 @@ def test_postgresql_plans_detection_as_one_left_join_statement(
     scanned, scanned_params, from_sql, params = orphans_module._census(
         scope=OrphanScope(), cutoff=far_future(), active_only=False, id_range=None, using="default"
     )
-    census = orphans_module._POSTGRESQL_CENSUS.format(scanned=scanned) + from_sql
+    census = orphans_module._POSTGRESQL_CENSUS.format(
+        scanned=scanned, chunk=orphans_module.CENSUS_CHUNK_IDS, from_sql=from_sql
+    )
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + census, scanned_params + params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
@@ -260,6 +262,28 @@ class TestDetection:
         ranged = detect_orphans(cutoff=far_future())
         assert ranged == whole
         assert list(ranged.eligible_ids) == [r.id for r in rows if r is not rows[2]]
+
+    @pytest.mark.postgresql
+    def test_ids_in_several_chunks_come_back_whole_and_in_id_order(self, monkeypatch) -> None:
+        now = timezone.now()
+        rows = RegressionGroupFactory.create_batch(9, date_added=now - timedelta(days=2))
+        for linked in rows[1::3]:
+            create_issue_for(linked)
+        young = RegressionGroupFactory.create(date_added=now)
+        whole = detect_orphans(cutoff=now - GRACE)
+        monkeypatch.setattr(orphans_module, "CENSUS_CHUNK_IDS", 2)
+        chunked = detect_orphans(cutoff=now - GRACE)
+        assert chunked == whole
+        assert (chunked.scanned, chunked.orphaned, chunked.too_recent) == (10, 7, 1)
+        assert list(chunked.eligible_ids) == [
+            r.id for r in rows if r not in rows[1::3] and r is not young
+        ]
+
+    def test_without_orphans_the_scanned_count_still_arrives(self) -> None:
+        for row in RegressionGroupFactory.create_batch(3):
+            create_issue_for(row)
+        detection = detect_orphans(cutoff=far_future())
+        assert (detection.scanned, detection.orphaned, len(detection.eligible_ids)) == (3, 0, 0)
 
     def test_empty_scope_and_empty_table(self) -> None:
         assert detect_orphans(cutoff=far_future()) == orphans_module.Detection()

@@ -99,38 +99,11 @@ class EqualsAny(Lookup):  # type: ignore[type-arg]
         return f"{lhs} = ANY({rhs})", [*lhs_params, *rhs_params]
 
 
-def _eligible_among(
-    ids: Expression | Sequence[int],
-    *,
-    deactivate: bool,
-    cutoff: datetime,
-    using: str,
-) -> QuerySet[RegressionGroup]:
-    rows = RegressionGroup.objects.using(using)
-    if isinstance(ids, Expression):
-        rows = rows.filter(EqualsAny(F("id"), ids))
-    else:
-        rows = rows.filter(id__in=ids)
-    return eligible_orphans(rows, cutoff=cutoff, active_only=deactivate)
-
-
-def still_eligible(
-    batch_ids: Sequence[int], *, deactivate: bool, cutoff: datetime, using: str
-) -> QuerySet[RegressionGroup]:
-    """The batch's rows that are eligible orphans now: what its write statement may touch."""
-    ids: Expression | Sequence[int] = batch_ids
-    if connections[using].vendor == "postgresql":
-        # ``id = ANY(%s)``, the ids as one array parameter: measured 20% faster than 1,000 scalar
-        # parameters per batch (benchmarks.alternatives, delete_batches_id_array/_id_list).
-        ids = BigIntArray(id_array(batch_ids))
-    return _eligible_among(ids, deactivate=deactivate, cutoff=cutoff, using=using)
-
-
 class BatchWrite:
     """A run's write: one DELETE or UPDATE of a batch's eligible orphans, ``RETURNING id``.
 
     The statement is the one Django's ``QuerySet.delete()`` (a fast delete: RegressionGroup has
-    no reverse relations) or ``.update()`` compiles from ``still_eligible`` (so it re-states the
+    no reverse relations) or ``.update()`` compiles from ``eligible`` (so it re-states the
     orphan predicate and the cutoff), plus ``RETURNING id`` from Django's own
     ``return_insert_columns``: the ids changed come back from the same statement, where a
     separate SELECT would be a second statement per batch (1,000 batches of 1,000 rows: ~0.3 s
@@ -150,11 +123,7 @@ class BatchWrite:
         self._compiled: tuple[str, tuple[Any, ...], int] | None = None
         if connections[using].vendor == "postgresql":
             marker = object()
-            sql, params = self._sql(
-                _eligible_among(
-                    BigIntArray(marker), deactivate=deactivate, cutoff=cutoff, using=using
-                )
-            )
+            sql, params = self._sql(self._eligible_among(BigIntArray(marker)))
             [ids_index] = [i for i, param in enumerate(params) if param is marker]
             self._compiled = (sql, params, ids_index)
 
@@ -172,10 +141,20 @@ class BatchWrite:
         return f"{sql} {returning}", (*params, *returning_params)
 
     def eligible(self, batch_ids: Sequence[int]) -> QuerySet[RegressionGroup]:
-        """The batch's rows that the statement may touch now."""
-        return still_eligible(
-            batch_ids, deactivate=self.deactivate, cutoff=self.cutoff, using=self.using
-        )
+        """The batch's rows that are eligible orphans now: what its statement may touch."""
+        if connections[self.using].vendor == "postgresql":
+            # ``id = ANY(%s)``, the ids as one array parameter: measured 20% faster than 1,000
+            # scalar parameters per batch (benchmarks.alternatives, delete_batches_id_array/_list).
+            return self._eligible_among(BigIntArray(id_array(batch_ids)))
+        return self._eligible_among(batch_ids)
+
+    def _eligible_among(self, ids: BigIntArray | Sequence[int]) -> QuerySet[RegressionGroup]:
+        rows = RegressionGroup.objects.using(self.using)
+        if isinstance(ids, BigIntArray):
+            rows = rows.filter(EqualsAny(F("id"), ids))
+        else:
+            rows = rows.filter(id__in=ids)
+        return eligible_orphans(rows, cutoff=self.cutoff, active_only=self.deactivate)
 
     def statement(self, batch_ids: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
         """The statement and parameters for ``batch_ids``."""

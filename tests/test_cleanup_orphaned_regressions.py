@@ -133,6 +133,8 @@ class TestOutput:
             "acted": 2,
             "would_act": 0,
             "skipped": 0,
+            "changed_meanwhile": 0,
+            "not_reached": 0,
             "batches": 1,
             "last_id": world["discarded"].id,
             "stop_reason": "done",

@@ -283,6 +283,8 @@ def expected_result(
         "acted": 0 if dry_run else eligible,
         "would_act": eligible if dry_run else 0,
         "skipped": 0,
+        "changed_meanwhile": 0,
+        "not_reached": 0,
         "batches": -(-eligible // batch_size),
         "last_id": last_id,
         "stop_reason": "done",
@@ -341,7 +343,7 @@ def test_a_real_run_in_a_read_only_session_fails_and_changes_nothing(sentry_db) 
     failed = sentry_db.manage("cleanup_orphaned_regressions", PGOPTIONS=READ_ONLY)
 
     assert failed.returncode == 1
-    assert "cannot execute DELETE in a read-only transaction" in failed.stderr
+    assert "cannot execute SELECT FOR UPDATE in a read-only transaction" in failed.stderr
     assert sentry_db.regression_rows() == rows
 
 

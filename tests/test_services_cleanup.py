@@ -65,6 +65,8 @@ class TestDelete:
             "acted": 3,
             "would_act": 0,
             "skipped": 0,
+            "changed_meanwhile": 0,
+            "not_reached": 0,
             "batches": 1,
             "last_id": world.discarded.id,
             "stop_reason": "done",

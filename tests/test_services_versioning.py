@@ -447,9 +447,9 @@ class TestQueryBudget:
         self, per_kind, django_assert_num_queries
     ) -> None:
         regressions = self._mixed_batch(per_kind)
-        # savepoint, newest versions, issue lookup (its reasons included), closing, orphan
-        # deactivation, insert, release: nothing is read twice.
-        with django_assert_num_queries(7):
+        # savepoint, newest versions, issue lookup (its reasons included), closing, the orphans'
+        # row locks, their deactivation, insert, release: nothing is read twice.
+        with django_assert_num_queries(8):
             outcomes = save(*regressions)
         counts = {action: sum(o.action == action for o in outcomes) for action in RegressionAction}
         assert counts == {

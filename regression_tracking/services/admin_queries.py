@@ -146,7 +146,7 @@ def cleanup_selected_orphans(
         SelectionOutcome.TOO_RECENT: result.too_recent,
         SelectionOutcome.ALREADY_INACTIVE: old_enough - result.eligible,
         SelectionOutcome.LOCKED: result.skipped,
-        SelectionOutcome.CHANGED_MEANWHILE: result.eligible - result.acted - result.skipped,
+        SelectionOutcome.CHANGED_MEANWHILE: result.changed_meanwhile,
         SelectionOutcome.GONE: selected - result.scanned,
     }
     return SelectionCleanup(action=action, selected=selected, min_age=min_age, counts=counts)

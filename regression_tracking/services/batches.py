@@ -1,10 +1,12 @@
-"""One batch of the cleanup: a short transaction whose write re-states the orphan predicate.
+"""One batch of the cleanup: a short transaction that locks its rows, then writes on the rule.
 
-The DELETE or UPDATE names the batch's candidate ids and repeats the orphan predicate and the age
-cutoff (the race rule), so a GroupHash committed before it runs saves its row. With a backup, the
-rows are locked and written to it before the write. Every statement is built from
-``orphan_rule.eligible_orphans``. Rows another transaction keeps locked make the
-batch retry and, after the last attempt, be skipped.
+The batch's candidate rows are locked first, in a statement of their own (``lock_rows``),
+so the write never waits on a row lock and decides on a snapshot taken after the rows were locked.
+The DELETE or UPDATE then names the locked ids and repeats the orphan predicate and the age cutoff
+(the race rule), so a GroupHash committed before it runs (during a lock wait included) saves its
+row. With a backup, the eligible rows are read and written to it before the write. Every
+statement is built from ``orphan_rule.eligible_orphans``. Rows another transaction keeps locked
+past the lock timeout make the batch retry and, after the last attempt, be skipped.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from django.db.models.sql import DeleteQuery, UpdateQuery
 from regression_tracking.models import RegressionGroup
 from regression_tracking.services.backup import BackupWriter
 from regression_tracking.services.locking import LOCK_NOT_AVAILABLE, set_local_timeouts, sqlstate
-from regression_tracking.services.orphan_rule import eligible_orphans
+from regression_tracking.services.orphan_rule import eligible_orphans, lock_rows
 
 logger = logging.getLogger(__name__)
 
@@ -148,13 +150,20 @@ class BatchWrite:
             return self._eligible_among(BigIntArray(id_array(batch_ids)))
         return self._eligible_among(batch_ids)
 
-    def _eligible_among(self, ids: BigIntArray | Sequence[int]) -> QuerySet[RegressionGroup]:
+    def rows(self, batch_ids: Sequence[int]) -> QuerySet[RegressionGroup]:
+        """The batch's rows, eligible or not: what it locks before deciding."""
+        if connections[self.using].vendor == "postgresql":
+            return self._among(BigIntArray(id_array(batch_ids)))
+        return self._among(batch_ids)
+
+    def _among(self, ids: BigIntArray | Sequence[int]) -> QuerySet[RegressionGroup]:
         rows = RegressionGroup.objects.using(self.using)
         if isinstance(ids, BigIntArray):
-            rows = rows.filter(EqualsAny(F("id"), ids))
-        else:
-            rows = rows.filter(id__in=ids)
-        return eligible_orphans(rows, cutoff=self.cutoff, active_only=self.deactivate)
+            return rows.filter(EqualsAny(F("id"), ids))
+        return rows.filter(id__in=ids)
+
+    def _eligible_among(self, ids: BigIntArray | Sequence[int]) -> QuerySet[RegressionGroup]:
+        return eligible_orphans(self._among(ids), cutoff=self.cutoff, active_only=self.deactivate)
 
     def statement(self, batch_ids: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
         """The statement and parameters for ``batch_ids``."""
@@ -181,13 +190,16 @@ def _run_batch(
         set_local_timeouts(
             write.using, lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT
         )
-        if backup is not None:
-            # Lock the rows, so what is written to the backup is what the write below sees.
-            rows = list(write.eligible(batch_ids).select_for_update().order_by("id"))
+        # Lock first, in a statement of its own: what follows decides on a snapshot taken after
+        # the rows are locked, and never waits on them.
+        batch_ids = lock_rows(write.rows(batch_ids))
+        if backup is not None and batch_ids:
+            # The rows are locked, so what is written to the backup is what the write below sees.
+            rows = list(write.eligible(batch_ids).order_by("id"))
             backup.write(rows)
             batch_ids = [row.id for row in rows]
-            if not batch_ids:
-                return []
+        if not batch_ids:
+            return []
         return _write(write, batch_ids)
 
 

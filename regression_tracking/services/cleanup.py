@@ -102,6 +102,12 @@ class CleanupResult:
     would_act: int = 0
     # Eligible rows left alone because another transaction kept them locked.
     skipped: int = 0
+    # Eligible rows whose batch ran but did not change them: by the time their rows were locked
+    # an issue had appeared, or the row had been changed or removed by someone else.
+    changed_meanwhile: int = 0
+    # Eligible rows no batch reached (the run stopped first). Every eligible row is counted once:
+    # acted (or would_act) + skipped + changed_meanwhile + not_reached = eligible.
+    not_reached: int = 0
     batches: int = 0
     # The last candidate id the run got through: rerun with start_after_id = last_id to resume.
     last_id: int | None = None
@@ -280,6 +286,7 @@ def _run_batches(
     position = 0
     while True:
         changed = result.would_act if result.dry_run else result.acted
+        result.not_reached = len(eligible) - position
         if position >= len(eligible):
             result.stop_reason = StopReason.DONE
             return
@@ -307,6 +314,7 @@ def _run_batches(
             result.would_act += len(acted_ids)
         else:
             result.acted += len(acted_ids)
+            result.changed_meanwhile += len(batch_ids) - len(acted_ids)
         if on_batch is not None:
             on_batch(
                 BatchReport(

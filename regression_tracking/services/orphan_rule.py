@@ -149,3 +149,16 @@ def eligible_orphans(
     """
     eligible = queryset.filter(is_orphan(), date_added__lt=cutoff)
     return eligible.filter(active=True) if active_only else eligible
+
+
+def lock_rows(rows: QuerySet[RegressionGroup]) -> list[int]:
+    """Lock ``rows`` (``FOR UPDATE``, in id order) and return their ids; inside a transaction.
+
+    Every write that acts on the orphan rule runs this first, in a statement of its own. In READ
+    COMMITTED, a DELETE or UPDATE that waits on a row lock re-checks only that row when the lock is
+    released, while the ``NOT EXISTS`` on GroupHash in its WHERE keeps the statement's starting
+    snapshot: a GroupHash committed during the wait would not save the row. With the rows locked
+    here, the write that follows never waits on them and decides on a snapshot taken after they
+    were locked. A wait here is bounded by the transaction's ``lock_timeout``, where one is set.
+    """
+    return list(rows.select_for_update().order_by("id").values_list("id", flat=True))

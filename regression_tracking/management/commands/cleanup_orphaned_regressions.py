@@ -398,6 +398,13 @@ def format_summary(result: CleanupResult, min_age: timedelta) -> str:
     ]
     if result.skipped:
         lines.append(f"skipped: {result.skipped} (rows locked by another transaction)")
+    if result.changed_meanwhile:
+        lines.append(
+            f"changed meanwhile: {result.changed_meanwhile} "
+            "(an issue appeared, or the row changed, before its batch)"
+        )
+    if result.not_reached:
+        lines.append(f"not reached: {result.not_reached} (the run stopped first)")
     last_id = "-" if result.last_id is None else str(result.last_id)
     lines += [
         f"batches: {result.batches}",

@@ -6,7 +6,7 @@ from collections.abc import Collection
 from datetime import datetime
 
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services.orphan_rule import eligible_orphans
+from regression_tracking.services.orphan_rule import eligible_orphans, lock_rows
 
 
 def _changed(ids: Collection[int], updated: int, *, now: datetime) -> set[int]:
@@ -42,11 +42,17 @@ def deactivate_orphaned_versions(
     """Deactivate the rows of ``ids`` that are still active orphans older than ``cutoff``.
 
     Built from ``eligible_orphans``, so the UPDATE re-states the orphan predicate and the cutoff
-    (the race rule, DESIGN §3): a GroupHash committed before it runs keeps its row active.
+    (the race rule): a GroupHash committed before it runs keeps its row active. The rows are
+    locked first (``lock_rows``), so the UPDATE decides on a snapshot taken after the lock: a
+    GroupHash committed while this waited on another transaction's row lock keeps its row too.
+    Runs inside the caller's transaction, which holds the locks until it commits.
     """
     if not ids:
         return set()
-    candidates = RegressionGroup.objects.filter(id__in=ids)
+    locked = lock_rows(RegressionGroup.objects.filter(id__in=ids))
+    if not locked:
+        return set()
+    candidates = RegressionGroup.objects.filter(id__in=locked)
     updated = eligible_orphans(candidates, cutoff=cutoff, active_only=True).update(
         active=False, date_resolved=now, date_updated=now
     )

@@ -24,7 +24,11 @@ from regression_tracking.services import (
 )
 from regression_tracking.services import batches as batches_module
 from regression_tracking.services.backup import row_to_dict
-from regression_tracking.services.locking import CLEANUP_LOCK_CLASS, SHARD_LOCK_CLASS
+from regression_tracking.services.locking import (
+    CLEANUP_LOCK_CLASS,
+    SHARD_COUNT_LOCK_CLASS,
+    SHARD_LOCK_CLASS,
+)
 from regression_tracking.services.orphan_rule import eligible_orphans
 from tests.factories import (
     GroupFactory,
@@ -508,3 +512,19 @@ class TestShardLocks:
                 cleanup_orphaned_regressions(scope=OrphanScope(shard=(0, 2)), dry_run=True)
             with pytest.raises(CleanupAlreadyRunning):
                 cleanup_orphaned_regressions(dry_run=True)
+
+    def test_a_shard_of_another_count_is_refused_while_shards_run(self, world) -> None:
+        with _other_connection() as other:
+            # What shard 0/2 holds while it runs.
+            other.execute("SELECT pg_advisory_lock_shared(%s, 0)", [CLEANUP_LOCK_CLASS])
+            other.execute("SELECT pg_advisory_lock_shared(%s, 2)", [SHARD_COUNT_LOCK_CLASS])
+            other.execute("SELECT pg_advisory_lock(%s, %s)", [SHARD_LOCK_CLASS, 2 * 1024 + 0])
+            # 0/4 covers rows of 0/2 as well as of 1/2: it must not run beside them.
+            with pytest.raises(CleanupAlreadyRunning, match=r"another count \(/2\)"):
+                cleanup_orphaned_regressions(scope=OrphanScope(shard=(0, 4)), dry_run=True)
+            cleanup_orphaned_regressions(scope=OrphanScope(shard=(1, 2)), dry_run=True)
+        # Once the shards of count 2 are gone, 0/4 runs, and its count lock was released.
+        cleanup_orphaned_regressions(scope=OrphanScope(shard=(0, 4)), dry_run=True)
+        with _other_connection() as other:
+            other.execute("SELECT pg_advisory_lock_shared(%s, 2)", [SHARD_COUNT_LOCK_CLASS])
+            cleanup_orphaned_regressions(scope=OrphanScope(shard=(1, 2)), dry_run=True)

@@ -2,7 +2,11 @@
 
 An unsharded run holds ``(CLEANUP_LOCK_CLASS, 0)`` exclusively. A shard ``k/n`` holds that key
 shared, so shards run side by side but never beside an unsharded run, plus
-``(SHARD_LOCK_CLASS, n * MAX_SHARDS + k)`` exclusively, so each shard runs once at a time.
+``(SHARD_LOCK_CLASS, n * MAX_SHARDS + k)`` exclusively, so each shard runs once at a time, and
+``(SHARD_COUNT_LOCK_CLASS, n)`` shared: a shard of another count ``m`` covers other rows than
+``k/n`` does and may overlap it, so it is refused while any run of count ``n`` holds the database.
+That check and the lock are taken under a transaction-level gate lock, so two runs of different
+counts starting together cannot both pass it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from regression_tracking.models import GroupHash, RegressionGroup
 # The advisory locks' class ids: "rgcl" and "rgsh" (regression cleanup, regression shard).
 CLEANUP_LOCK_CLASS = 0x7267_636C
 SHARD_LOCK_CLASS = 0x7267_7368
+# "rgsn" (shard count) and "rgsg" (the gate that makes the count check and its lock one step).
+SHARD_COUNT_LOCK_CLASS = 0x7267_736E
+SHARD_GATE_LOCK_CLASS = 0x7267_7367
 MAX_SHARDS = 1024
 
 
@@ -64,9 +71,37 @@ def advisory_lock(using: str, shard: tuple[int, int] | None = None) -> Iterator[
         else:
             index, count = shard
             locks.enter_context(_session_lock(connection, (CLEANUP_LOCK_CLASS, 0), shared=True))
+            locks.enter_context(_shard_count_lock(connection, count))
             shard_key = (SHARD_LOCK_CLASS, count * MAX_SHARDS + index)
             locks.enter_context(_session_lock(connection, shard_key))
         yield
+
+
+@contextmanager
+def _shard_count_lock(connection: BaseDatabaseWrapper, count: int) -> Iterator[None]:
+    """Hold the shard count's lock shared, or refuse while shards of another count run."""
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [SHARD_GATE_LOCK_CLASS])
+            cursor.execute(
+                "SELECT DISTINCT objid FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND classid = %s AND objsubid = 2 AND objid <> %s AND granted",
+                [SHARD_COUNT_LOCK_CLASS, count],
+            )
+            others = sorted(int(objid) for (objid,) in cursor.fetchall())
+        if others:
+            counts = ", ".join(f"/{other}" for other in others)
+            raise CleanupAlreadyRunning(
+                f"shards of another count ({counts}) are running; every shard of a run must use "
+                f"the same count as --shard k/{count}"
+            )
+        lock = _session_lock(connection, (SHARD_COUNT_LOCK_CLASS, count), shared=True)
+        lock.__enter__()
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 # PostgreSQL's SQLSTATEs: lock_not_available (lock_timeout expired) and query_canceled (a cancel

@@ -8,6 +8,8 @@ primary key. The reset must never move a sequence back, e.g. past rows deleted s
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from regression_tracking.services.backup import (
     restore_regression_groups,
     row_to_dict,
 )
-from regression_tracking.services.sequences import advance_id_sequence
+from regression_tracking.services.sequences import SEQUENCE_NOT_CHECKED_MESSAGE, advance_id_sequence
 from tests.factories import ProjectFactory, RegressionGroupFactory
 from tests.sentry_schema import scratch_sentry_database
 from tests.utils import database_url, run_manage
@@ -216,3 +218,27 @@ def test_restore_into_a_sentry_database_leaves_its_bigserial_past_the_rows(
     assert failed == 0
     assert (count, lowest_new) == (RESTORED + CREATED, RESTORED + 1)
 
+
+@pytest.mark.postgresql
+@pytest.mark.django_db
+def test_a_role_that_may_not_touch_the_sequence_restores_and_warns(caplog) -> None:
+    project = ProjectFactory.create()
+    role = f"restore_only_{secrets.token_hex(4)}"
+    rows = [RegressionGroup(**row) for row in _rows(project.id, range(10_001, 10_011))]
+    # CREATE ROLE and its grants roll back with the test's transaction.
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {role} NOLOGIN")
+        cursor.execute(f"GRANT SELECT, INSERT ON sentry_regressiongroup, sentry_project TO {role}")
+        cursor.execute(f"SET LOCAL ROLE {role}")
+
+    with caplog.at_level(logging.WARNING, logger="regression_tracking.services.sequences"):
+        result = restore_regression_groups(rows)
+
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")
+    assert result.restored == 10
+    assert RegressionGroup.objects.filter(id__gt=10_000).count() == 10
+    (record,) = caplog.records
+    assert record.getMessage() == SEQUENCE_NOT_CHECKED_MESSAGE
+    assert record.table == "sentry_regressiongroup"
+    assert record.sequence == "public.sentry_regressiongroup_id_seq"

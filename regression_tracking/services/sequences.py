@@ -12,8 +12,21 @@ next rows ids that were already used once, and that backups and logs still name.
 
 from __future__ import annotations
 
-from django.db import DEFAULT_DB_ALIAS, connections
+import logging
+
+from django.db import DEFAULT_DB_ALIAS, ProgrammingError, connections, transaction
 from django.db.models import AutoField, Model
+
+from regression_tracking.services.locking import sqlstate
+
+logger = logging.getLogger(__name__)
+
+# PostgreSQL's SQLSTATE for a missing privilege.
+INSUFFICIENT_PRIVILEGE = "42501"
+SEQUENCE_NOT_CHECKED_MESSAGE = (
+    "id sequence not checked: the role may not read or set it; ids written explicitly may be "
+    "handed out again"
+)
 
 
 def advance_id_sequence(model: type[Model], *, using: str = DEFAULT_DB_ALIAS) -> None:
@@ -36,14 +49,33 @@ def advance_id_sequence(model: type[Model], *, using: str = DEFAULT_DB_ALIAS) ->
         row = cursor.fetchone()
         sequence = row[0] if row else None
         if sequence is None:
-            # Ids come from somewhere else (no default): nothing of ours hands them out.
+            # No sequence hands out its ids (a column without a default): nothing to advance.
             return
         # The next value is last_value + 1 once called, last_value itself before (a fresh
         # sequence, or one set with is_called false). One statement, so the sequence is read and
         # set together.
-        cursor.execute(
-            f"SELECT setval(%s::regclass, highest.id, true)"
-            f" FROM (SELECT max({column}) AS id FROM {table}) AS highest, {sequence} AS state"
-            " WHERE highest.id >= state.last_value + CASE WHEN state.is_called THEN 1 ELSE 0 END",
-            [sequence],
-        )
+        try:
+            # A savepoint: a refused statement must not abort the caller's transaction.
+            with transaction.atomic(using=using):
+                cursor.execute(
+                    f"SELECT setval(%s::regclass, highest.id, true)"
+                    f" FROM (SELECT max({column}) AS id FROM {table}) AS highest,"
+                    f" {sequence} AS state"
+                    " WHERE highest.id >= state.last_value"
+                    " + CASE WHEN state.is_called THEN 1 ELSE 0 END",
+                    [sequence],
+                )
+        except ProgrammingError as error:
+            # A role granted only what the writes need (INSERT on the table) may not read the
+            # sequence (SELECT) or set it (UPDATE). Its rows are written all the same: into the
+            # database the ids were handed out by, the sequence is past them already.
+            if sqlstate(error) != INSUFFICIENT_PRIVILEGE:
+                raise
+            logger.warning(
+                SEQUENCE_NOT_CHECKED_MESSAGE,
+                extra={
+                    "table": model._meta.db_table,
+                    "sequence": sequence,
+                    "grant": f"GRANT SELECT, UPDATE ON SEQUENCE {sequence}",
+                },
+            )

@@ -6,7 +6,8 @@ A row is skipped as already present when its id holds the same regression (type,
 fingerprint, version); it is a conflict when its id holds a different one, or when its unique key
 was taken again since the cleanup (the detector creating the next regression of the endpoint is
 the cleanup's intended effect). Conflicts refuse the whole file, or with ``skip_conflicts`` are
-left out and counted.
+left out and counted. The table's id sequence is moved past the restored ids in the same
+transaction, so the next rows Sentry or the ORM creates do not collide with them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from regression_tracking.services.locking import (
     set_local_timeouts,
     sqlstate,
 )
+from regression_tracking.services.sequences import advance_id_sequence
 
 # Rows looked up or inserted per statement when restoring.
 RESTORE_CHUNK_SIZE = 1000
@@ -278,6 +280,9 @@ def _insert(
         restored += len(new_rows)
     if conflicts and not skip_conflicts:
         raise RestoreConflictError(conflicts, first_conflict)
+    # Even when every row was present already: a restore made before this reset left the rows
+    # and a sequence behind them.
+    advance_id_sequence(RegressionGroup, using=using)
     return RestoreResult(
         restored=restored,
         skipped_existing=existing,

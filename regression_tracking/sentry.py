@@ -18,6 +18,10 @@ def init_sentry(dsn: str | None, **options: Any) -> bool:
     records become breadcrumbs. ``options`` go to ``sentry_sdk.init``; their ``integrations`` are
     added to these two. sentry-sdk is imported only here, so an install without it runs as long
     as no DSN is set; a DSN it cannot parse is a ``ConfigurationError``, checked before init.
+
+    Events are scrubbed before they are sent (``regression_tracking.secrets_filter``): keys named
+    like a secret by sentry-sdk's EventScrubber, and the database password and DSN in any string
+    by a ``before_send`` (a caller's own ``before_send`` runs after it).
     """
     if not dsn:
         return False
@@ -43,5 +47,9 @@ def init_sentry(dsn: str | None, **options: Any) -> bool:
         LoggingIntegration(level=logging.INFO, event_level=logging.WARNING),
         *options.pop("integrations", ()),
     ]
+    from regression_tracking.secrets_filter import sentry_before_send, sentry_event_scrubber
+
+    options.setdefault("event_scrubber", sentry_event_scrubber())
+    options["before_send"] = sentry_before_send(dsn, options.pop("before_send", None))
     sentry_sdk.init(dsn=dsn, integrations=integrations, **options)
     return True

@@ -20,9 +20,9 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 from regression_tracking.models import Project, RegressionGroup
+from regression_tracking.services import restore_regression_groups
 from regression_tracking.services.backup import (
     restore_backup_file,
-    restore_regression_groups,
     row_to_dict,
 )
 from regression_tracking.services.sequences import SEQUENCE_NOT_CHECKED_MESSAGE, advance_id_sequence

@@ -151,7 +151,8 @@ class Command(ExactOptionsCommand):
             type=parse_shard,
             metavar="K/N",
             help="Only projects whose id modulo N is K, so N runs (processes or machines) clean "
-            "one database in parallel without overlapping; each shard has its own lock. "
+            "one database in parallel without overlapping; each shard has its own lock, and a "
+            "shard of another N is refused (exit 3) while shards of one N run. "
             "Default: every project.",
         )
         parser.add_argument(

@@ -149,4 +149,36 @@ def env_database(
         )
     if not database.get("NAME"):
         raise ConfigurationError(f"{name} names no database (the path after the host)")
+    if engine == "django.db.backends.postgresql":
+        database["OPTIONS"] = {**postgresql_keepalives(), **dict(database.get("OPTIONS") or {})}
     return dict(database)
+
+
+# TCP keepalives, seconds: a peer that stops answering is noticed after about
+# idle + interval * count = 60 s, on both sides of the connection.
+KEEPALIVE_IDLE_SECONDS = 30
+KEEPALIVE_INTERVAL_SECONDS = 10
+KEEPALIVE_COUNT = 3
+
+
+def postgresql_keepalives() -> dict[str, Any]:
+    """libpq connection options that bound how long a silent network can hold a session.
+
+    Client side (libpq's ``keepalives*``), a blocked read on a server that stopped answering fails
+    instead of waiting for the kernel's default of about two hours. Server side
+    (``tcp_keepalives_*`` in the startup ``options``), the server drops a client that vanished, and
+    with it the cleanup's session advisory lock, so a partition does not keep every next run
+    refused. Options given in the URL's query win over these.
+    """
+    server = (
+        f"-c tcp_keepalives_idle={KEEPALIVE_IDLE_SECONDS}"
+        f" -c tcp_keepalives_interval={KEEPALIVE_INTERVAL_SECONDS}"
+        f" -c tcp_keepalives_count={KEEPALIVE_COUNT}"
+    )
+    return {
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
+        "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
+        "keepalives_count": KEEPALIVE_COUNT,
+        "options": server,
+    }

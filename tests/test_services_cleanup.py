@@ -403,7 +403,7 @@ class TestValidation:
             ({"batch_size": 10_001}, "batch_size must be between 1 and 10000"),
             ({"max_rows": 0}, "max_rows must be at least 1"),
             ({"min_age": timedelta(seconds=-1)}, "min_age must not be negative"),
-            ({"max_runtime": timedelta(0)}, "max_runtime must be positive"),
+            ({"max_runtime": timedelta(0)}, "max_runtime must be positive, got 0s$"),
             ({"sleep": -1.0}, "sleep must not be negative"),
         ],
     )

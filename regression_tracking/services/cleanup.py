@@ -21,6 +21,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from regression_tracking import metrics
+from regression_tracking.durations import format_duration
 from regression_tracking.services.backup import BackupWriter
 from regression_tracking.services.batches import BatchWrite, run_batch
 from regression_tracking.services.locking import (
@@ -132,13 +133,13 @@ def _validate(
     shard: tuple[int, int] | None,
 ) -> None:
     if min_age < timedelta(0):
-        raise ValueError(f"min_age must not be negative, got {min_age}")
+        raise ValueError(f"min_age must not be negative, got {format_duration(min_age)}")
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}")
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, got {max_rows}")
     if max_runtime is not None and max_runtime <= timedelta(0):
-        raise ValueError(f"max_runtime must be positive, got {max_runtime}")
+        raise ValueError(f"max_runtime must be positive, got {format_duration(max_runtime)}")
     if sleep < 0:
         raise ValueError(f"sleep must not be negative, got {sleep}")
     if shard is not None and not (1 <= shard[1] <= MAX_SHARDS and 0 <= shard[0] < shard[1]):

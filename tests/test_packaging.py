@@ -207,3 +207,49 @@ def test_the_image_build_steps_and_default_command_run_on_the_installed_wheel(
         assert result.returncode == 0, (command, result.stderr)
     assert (static_root / "admin" / "css" / "base.css").is_file()
     assert "--dry-run" in result.stdout  # the default CMD: the command's help
+
+
+def test_installed_script_without_a_database_url_says_so_and_creates_nothing(
+    installed: Path, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [str(installed / "regression-tracking"), "cleanup_orphaned_regressions", "--dry-run"],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "regression-tracking: configuration error: DATABASE_URL is not set: set it to the "
+        "database to use, e.g. postgres://user@host:5432/sentry\n",
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        ("", "DJANGO_SETTINGS_MODULE is set but empty: unset it or name a settings module"),
+        ("no_such_settings", "DJANGO_SETTINGS_MODULE='no_such_settings' cannot be imported "
+         "(no_such_settings not found)"),
+    ],
+)  # fmt: skip
+def test_a_bad_settings_module_is_one_line(module: str, message: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "check"],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": module},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        f"manage.py: configuration error: {message}\n",
+    )

@@ -263,6 +263,29 @@ class TestDetection:
         assert ranged == whole
         assert list(ranged.eligible_ids) == [r.id for r in rows if r is not rows[2]]
 
+    @pytest.mark.parametrize("range_rows", [2, 4_000_000])
+    def test_work_grows_with_the_rows_not_the_id_span(
+        self, monkeypatch, range_rows, django_assert_max_num_queries
+    ) -> None:
+        # Ids up to the largest bigint: one statement per DETECTION_RANGE_IDS ids between the
+        # smallest and the largest would be billions of statements.
+        ids = [1, 3, 20_000_000_000, 4_000_000_000_000, 2**63 - 2, 2**63 - 1]
+        project = RegressionGroupFactory.create().project
+        RegressionGroup.objects.all().delete()
+        for row_id in ids:
+            RegressionGroupFactory.create(id=row_id, project=project)
+        create_issue_for(RegressionGroup.objects.get(id=3))
+        monkeypatch.setattr(orphans_module, "DETECTION_RANGE_IDS", range_rows)
+        with django_assert_max_num_queries(12):
+            detection = detect_orphans(cutoff=far_future())
+        assert (detection.scanned, detection.orphaned) == (6, 5)
+        assert list(detection.eligible_ids) == [row_id for row_id in ids if row_id != 3]
+        with django_assert_max_num_queries(12):
+            selected = detect_orphans(
+                cutoff=far_future(), scope=orphans_module.OrphanScope(ids=(1, 2**63 - 1))
+            )
+        assert list(selected.eligible_ids) == [1, 2**63 - 1]
+
     @pytest.mark.postgresql
     def test_ids_in_several_chunks_come_back_whole_and_in_id_order(self, monkeypatch) -> None:
         now = timezone.now()

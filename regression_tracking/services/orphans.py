@@ -229,7 +229,12 @@ _ROW_CENSUS = (
 
 
 def _id_ranges(scope: OrphanScope, using: str) -> list[tuple[int, int]]:
-    """Id ranges of at most DETECTION_RANGE_IDS ids that cover the scope."""
+    """Id ranges of at most DETECTION_RANGE_IDS rows each that cover the scope, in id order.
+
+    Sized by the rows present, not by the id span: a few rows spread up to 2^63 - 1 are one range.
+    When the span is wider than a range, each next range starts at the row DETECTION_RANGE_IDS
+    further on in the primary key's index, so the walk reads the index once.
+    """
     bounds = scoped(RegressionGroup.objects.using(using), OrphanScope(after_id=scope.after_id))
     if scope.ids is not None:
         bounds = bounds.filter(id__in=scope.ids)
@@ -237,10 +242,20 @@ def _id_ranges(scope: OrphanScope, using: str) -> list[tuple[int, int]]:
     low, high = low_high["low"], low_high["high"]
     if low is None or high is None:
         return []
-    return [
-        (start, min(start + DETECTION_RANGE_IDS - 1, high))
-        for start in range(low, high + 1, DETECTION_RANGE_IDS)
-    ]
+    ranges: list[tuple[int, int]] = []
+    start = low
+    while high - start >= DETECTION_RANGE_IDS:
+        following = list(
+            bounds.filter(id__gte=start)
+            .order_by("id")
+            .values_list("id", flat=True)[DETECTION_RANGE_IDS : DETECTION_RANGE_IDS + 1]
+        )
+        if not following:
+            break
+        ranges.append((start, following[0] - 1))
+        start = following[0]
+    ranges.append((start, high))
+    return ranges
 
 
 def detect_orphans(
@@ -253,7 +268,7 @@ def detect_orphans(
     """Scanned rows, orphans by reason, too recent ones and the eligible ids, in one pass.
 
     Eligible: orphans added before ``cutoff`` (and active, with ``active_only``). One statement per
-    DETECTION_RANGE_IDS ids (one up to that many rows), plus the range bounds from the primary
+    DETECTION_RANGE_IDS rows (one up to that many rows), plus the range bounds from the primary
     key's index. Rows come back client-side: a server-side cursor gets no parallel plan.
     """
     scope = scope or OrphanScope()

@@ -150,7 +150,8 @@ def env_database(
     if not database.get("NAME"):
         raise ConfigurationError(f"{name} names no database (the path after the host)")
     if engine == "django.db.backends.postgresql":
-        database["OPTIONS"] = {**postgresql_keepalives(), **dict(database.get("OPTIONS") or {})}
+        keepalives = postgresql_keepalives(pgoptions=_get("PGOPTIONS", environ) or "")
+        database["OPTIONS"] = {**keepalives, **dict(database.get("OPTIONS") or {})}
     return dict(database)
 
 
@@ -161,20 +162,23 @@ KEEPALIVE_INTERVAL_SECONDS = 10
 KEEPALIVE_COUNT = 3
 
 
-def postgresql_keepalives() -> dict[str, Any]:
+def postgresql_keepalives(*, pgoptions: str = "") -> dict[str, Any]:
     """libpq connection options that bound how long a silent network can hold a session.
 
     Client side (libpq's ``keepalives*``), a blocked read on a server that stopped answering fails
     instead of waiting for the kernel's default of about two hours. Server side
     (``tcp_keepalives_*`` in the startup ``options``), the server drops a client that vanished, and
     with it the cleanup's session advisory lock, so a partition does not keep every next run
-    refused. Options given in the URL's query win over these.
+    refused. Options given in the URL's query win over these. libpq lets the ``options`` parameter
+    replace the ``PGOPTIONS`` environment variable, so ``pgoptions`` (its value) is kept in front.
     """
     server = (
         f"-c tcp_keepalives_idle={KEEPALIVE_IDLE_SECONDS}"
         f" -c tcp_keepalives_interval={KEEPALIVE_INTERVAL_SECONDS}"
         f" -c tcp_keepalives_count={KEEPALIVE_COUNT}"
     )
+    if pgoptions.strip():
+        server = f"{pgoptions.strip()} {server}"
     return {
         "keepalives": 1,
         "keepalives_idle": KEEPALIVE_IDLE_SECONDS,

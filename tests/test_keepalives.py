@@ -61,3 +61,12 @@ def test_the_session_asks_the_server_to_drop_a_vanished_client() -> None:
         "tcp_keepalives_interval": "client",
         "tcp_keepalives_count": "client",
     }
+
+
+def test_pgoptions_from_the_environment_are_kept() -> None:
+    database = env_database(
+        default="postgres://u@db.example:5432/sentry",
+        environ={"PGOPTIONS": "-c default_transaction_read_only=on"},
+    )
+
+    assert database["OPTIONS"]["options"].startswith("-c default_transaction_read_only=on -c ")

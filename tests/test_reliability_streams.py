@@ -61,7 +61,8 @@ def test_a_reader_that_leaves_after_the_first_line_does_not_stop_the_run() -> No
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
     first = process.stdout.readline()
     # ``| head -1``: the reader goes away while the run still has batches to print.
     process.stdout.close()

@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 STREAM_BROKEN_MESSAGE = "regression_tracking.output.stream_broken"
 
-# The errors of a stream that can take no more output; any other OSError is a real fault.
-BROKEN_STREAM_ERRNOS = frozenset({errno.EPIPE, errno.ENOSPC, errno.EBADF})
+# The errors of a stream that can take no more output (the reader left, the device is full, the
+# descriptor was closed, the terminal hung up); any other OSError is a real fault.
+BROKEN_STREAM_ERRNOS = frozenset({errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EIO})
 
 
 def _is_broken_stream_error(error: BaseException, stream: object) -> bool:
@@ -39,7 +40,7 @@ class GuardedOutput(OutputWrapper):
     """
 
     def __init__(self, out: TextIO | None, name: str, ending: str = "\n") -> None:
-        self.name = name
+        self.stream_name = name
         self.broken = False
         self._stream = out
         super().__init__(out, ending=ending)  # type: ignore[arg-type]
@@ -95,7 +96,7 @@ class GuardedOutput(OutputWrapper):
         logger.warning(
             STREAM_BROKEN_MESSAGE,
             extra={
-                "stream": self.name,
+                "stream": self.stream_name,
                 "error": "closed" if error is None else str(error) or type(error).__name__,
             },
         )
@@ -105,10 +106,11 @@ class GuardedOutput(OutputWrapper):
 
         Python flushes sys.stdout and sys.stderr again at exit: on the broken descriptor that
         prints "Exception ignored ... BrokenPipeError" and exits 120. The Python documentation's
-        answer to SIGPIPE is this redirect. Only a descriptor that failed with EPIPE or ENOSPC is
-        redirected: a closed file's number may belong to another file by now.
+        answer to SIGPIPE is this redirect. Only a descriptor whose write failed is redirected
+        (EBADF: its number is free, so nothing else is hidden): a closed file object's number, or
+        the number of a descriptor closed before start, may belong to another file by now.
         """
-        if not isinstance(error, OSError) or error.errno not in {errno.EPIPE, errno.ENOSPC}:
+        if not isinstance(error, OSError):
             return
         if self._stream is None or self._stream not in (sys.stdout, sys.stderr):
             return
@@ -119,6 +121,8 @@ class GuardedOutput(OutputWrapper):
             return
         try:
             os.dup2(devnull, descriptor)
+        except OSError:
+            pass
         finally:
             os.close(devnull)
 

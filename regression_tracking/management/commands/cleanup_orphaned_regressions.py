@@ -35,6 +35,7 @@ from regression_tracking.management.options import (
     usage_error,
 )
 from regression_tracking.management.progress import ProgressBar
+from regression_tracking.management.streams import GuardedOutputCommand
 from regression_tracking.models import RegressionType
 from regression_tracking.output_files import OutputFileError
 from regression_tracking.services import (
@@ -61,7 +62,7 @@ EXIT_LOCKED = 3
 PAST_TENSE = {CleanupAction.DELETE: "deleted", CleanupAction.DEACTIVATE: "deactivated"}
 
 
-class Command(ExactOptionsCommand):
+class Command(GuardedOutputCommand, ExactOptionsCommand):
     help = (
         "Delete or deactivate RegressionGroups whose issue is missing (no GroupHash with a live "
         "group for their project and md5(fingerprint)), once they are older than a grace period."

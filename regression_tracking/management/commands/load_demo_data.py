@@ -9,10 +9,11 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from regression_tracking.management.options import ExactOptionsCommand, check_database
+from regression_tracking.management.streams import GuardedOutputCommand
 from regression_tracking.services.demo import DEMO_ORGANIZATION_SLUG, DemoRefused, load_demo_data
 
 
-class Command(ExactOptionsCommand):
+class Command(GuardedOutputCommand, ExactOptionsCommand):
     help = (
         f'Load the "{DEMO_ORGANIZATION_SLUG}" organization, a small dataset holding linked '
         "regressions, each kind of orphan, a too-recent orphan and old inactive versions, into a "

@@ -14,6 +14,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from regression_tracking.management.options import ExactOptionsCommand, check_database
+from regression_tracking.management.streams import GuardedOutputCommand
 from regression_tracking.services import BackupFormatError, UnknownProjectsError
 from regression_tracking.services.backup import (
     RestoreConflictError,
@@ -46,7 +47,7 @@ def _interrupt_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-class Command(ExactOptionsCommand):
+class Command(GuardedOutputCommand, ExactOptionsCommand):
     help = (
         "Re-insert RegressionGroups from a cleanup_orphaned_regressions --backup file, with their "
         "ids and every column; rows that already exist are skipped. All or nothing."

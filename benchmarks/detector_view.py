@@ -1,4 +1,4 @@
-"""The detector's view with orphans against the same call with every issue linked (issue 12).
+"""The detector's view with orphans against the same call with every issue linked.
 
     .venv/bin/python -m benchmarks.detector_view --database-url postgres://postgres@127.0.0.1:5432/postgres
 

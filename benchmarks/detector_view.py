@@ -15,7 +15,7 @@ The database is migrated, so it has the issue-key index ``regressiongroup_issue_
 (``(project_id, md5(fingerprint))``, migration 0002), which the missing-pair path of
 ``bulk_get_groups_from_fingerprints`` uses on a UTF8 database.
 
-Target (issue 12): the detector's view with 10% missing at most 2 times the all-linked call.
+Target: the detector's view with 10% missing at most 2 times the all-linked call.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from django.db import connection
 
 from regression_tracking.services import CleanupAction, cleanup_orphaned_regressions
 
-# The orphan predicate of DESIGN §3, written by hand (the services build theirs from the models).
+# The orphan predicate, written by hand (the services build theirs from the models).
 ORPHAN = (
     "NOT EXISTS (SELECT 1 FROM sentry_grouphash live"
     " WHERE live.project_id = rg.project_id AND live.hash = md5(rg.fingerprint)"

@@ -1,4 +1,4 @@
-"""Benchmark the cleanup and the lookup against the SQL floor on PostgreSQL (issue 5).
+"""Benchmark the cleanup and the lookup against the SQL floor on PostgreSQL.
 
     .venv/bin/python -m benchmarks.run [--rows 1000000] [--json PATH] [--database-url URL]
 

@@ -196,7 +196,7 @@ class RegressionGroupAdmin(ModelAdmin[RegressionGroup]):
     ordering = ("-id",)
     # A second COUNT(*) over the whole table on every filtered page is not worth it.
     show_full_result_count = False
-    # Orphans younger than this are left alone (DESIGN §3's grace period).
+    # Orphans younger than this are left alone (the orphan rule's grace period).
     orphan_min_age: timedelta = DEFAULT_MIN_AGE
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RegressionGroup]:

@@ -1,7 +1,7 @@
 """Selectors behind the admin: RegressionGroups' issue links, the issue filter, selection cleanup.
 
 Everything here is set-based: the changelist's issue columns are correlated subqueries of its one
-list query (``(project_id, md5(fingerprint))`` → GroupHash → Group, as in DESIGN §3), and the issue
+list query (``(project_id, md5(fingerprint))`` → GroupHash → Group, the orphan rule), and the issue
 filter is ``EXISTS`` / ``NOT EXISTS`` inside that same query. Acting on a selection goes through
 ``cleanup_orphaned_regressions``, so the race rule and the grace period hold for the admin too.
 """
@@ -74,7 +74,7 @@ def with_issue_links(
 def filter_by_issue_state(
     queryset: QuerySet[RegressionGroup], state: IssueState
 ) -> QuerySet[RegressionGroup]:
-    """The rows of ``queryset`` in ``state``, by the orphan rule and reasons of DESIGN §3."""
+    """The rows of ``queryset`` in ``state``, by the orphan rule and its reasons."""
     if state == IssueState.LINKED:
         return queryset.filter(has_live_group())
     if state == IssueState.ORPHAN:

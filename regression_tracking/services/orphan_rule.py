@@ -1,4 +1,4 @@
-"""The one definition of an orphan (DESIGN §3), as ORM expressions every reader and writer uses.
+"""The one definition of an orphan, as ORM expressions every reader and writer uses.
 
 A RegressionGroup's *issue key* is ``(project_id, md5(fingerprint))``; its *live group* is a
 GroupHash with that key and a non-null group. An orphan has none; its reason says whether a
@@ -32,7 +32,7 @@ from django.db.models.sql.compiler import SQLCompiler
 
 from regression_tracking.models import GroupHash, RegressionGroup
 
-# DESIGN §3: the issue is created asynchronously, so an orphan younger than this may simply not
+# The issue is created asynchronously, so an orphan younger than this may simply not
 # have its issue yet. Nothing acts on it.
 GRACE_PERIOD = timedelta(hours=24)
 

@@ -42,7 +42,7 @@ from regression_tracking.services.orphan_rule import (
     orphan_reason,
 )
 
-# Detection reads the table in id ranges this wide, one statement each (DESIGN §5: a few large
+# Detection reads the table in id ranges this wide, one statement each (a few large
 # ranges, never thousands of small ones). Each range's hash join builds its GroupHash hash table
 # again, so the ranges are as wide as the client can take: only the eligible ids come back, packed
 # at 8 bytes each, so a range of 4M ids (≤ 400k eligible at the usual 10% orphans) costs the client

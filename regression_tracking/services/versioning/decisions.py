@@ -19,7 +19,7 @@ from regression_tracking.services.orphan_rule import GRACE_PERIOD
 # until this long after the previous version's breakpoint, and no escalation or auto-resolution
 # of a version until this long after its date_regressed, so its issue does not flap.
 BUFFER_PERIOD = timedelta(days=1)
-# DESIGN §3's grace period: an orphan younger than this may only be waiting for its issue.
+# The grace period: an orphan younger than this may only be waiting for its issue.
 ORPHAN_MIN_AGE = GRACE_PERIOD
 
 # Issue states in which a trend escalates the issue (upstream _filter_escalating_groups).

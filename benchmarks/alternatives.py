@@ -1,7 +1,7 @@
 """Hand-written alternatives to parts of the cleanup, measured on the same data.
 
 They price changes to code the benchmark does not own (the batch statements of
-``services/cleanup.py``, an index that would need a migration). The dry run's per-batch re-checks
+``cleanup/run.py``, an index that would need a migration). The dry run's per-batch re-checks
 and the one-placeholder-per-id batches measured here have since left the cleanup, on these
 figures. Each write runs on a fresh copy of the data; the index is created for the measurement and
 dropped."""
@@ -29,7 +29,7 @@ CREATE_LIVE_KEY_INDEX = (
 )
 
 # The batch statements, with the ids as one placeholder each (the ORM's id__in, and the writes of
-# services/cleanup.py before they took an array) or as one array parameter.
+# cleanup/run.py before they took an array) or as one array parameter.
 IDS_IN_LIST = "rg.id IN ({placeholders})"
 IDS_IN_ARRAY = "rg.id = ANY(%s::bigint[])"
 RECHECK = f"SELECT rg.id FROM sentry_regressiongroup rg WHERE {{ids}} AND {OLD_ENOUGH} AND {ORPHAN}"

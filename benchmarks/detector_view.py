@@ -158,11 +158,11 @@ def timed(call: Callable[[], object], repeat: int) -> tuple[float, int]:
 
 
 def run(options: argparse.Namespace) -> dict[str, Any]:
+    from regression_tracking.issues.grouping import regression_issue_key
     from regression_tracking.services import (
         bulk_get_groups_from_fingerprints,
         get_issue_groups_for_regressions,
     )
-    from regression_tracking.services.lookup import regression_issue_key
 
     fill(options.rows)
     linked, orphaned = held_regressions(options.rows)

@@ -34,7 +34,7 @@ def load_settings(program: str) -> None:
     import django
     from django.conf import settings
 
-    from regression_tracking.metrics import check_configuration
+    from regression_tracking.ops.metrics import check_configuration
 
     with exit_on_configuration_error(program):
         module = os.environ.get("DJANGO_SETTINGS_MODULE", "")

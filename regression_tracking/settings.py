@@ -21,7 +21,7 @@ from regression_tracking.environment import (
     env_port,
     env_str,
 )
-from regression_tracking.sentry import init_sentry
+from regression_tracking.ops.sentry import init_sentry
 
 # Used when DJANGO_SECRET_KEY is unset: fine for commands, refused by the web app with DEBUG off.
 DEVELOPMENT_SECRET_KEY = "insecure-dev-key-regression-tracking"
@@ -95,9 +95,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = env_str("DJANGO_STATIC_ROOT", "") or None
 
 # Error pages and reports hide DATABASE_URL and SENTRY_DSN too, not only *PASSWORD*/*KEY* settings.
-DEFAULT_EXCEPTION_REPORTER_FILTER = "regression_tracking.error_reports.SafeReporterFilter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "regression_tracking.ops.error_reports.SafeReporterFilter"
 
-# Where regression_tracking.metrics sends counters: a dotted path to a backend class.
+# Where regression_tracking.ops.metrics sends counters: a dotted path to a backend class.
 REGRESSION_TRACKING_METRICS_BACKEND = env_str(
     "REGRESSION_TRACKING_METRICS_BACKEND", "regression_tracking.metrics.NoopBackend"
 )
@@ -120,8 +120,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "key_value": {"()": "regression_tracking.log.KeyValueFormatter"},
-        "json": {"()": "regression_tracking.log.JsonFormatter"},
+        "key_value": {"()": "regression_tracking.ops.log.KeyValueFormatter"},
+        "json": {"()": "regression_tracking.ops.log.JsonFormatter"},
     },
     "handlers": {
         "stderr": {

@@ -11,7 +11,7 @@ from hypothesis import settings as hypothesis_settings
 from regression_tracking.management.commands.cleanup_orphaned_regressions import (
     Command as CleanupCommand,
 )
-from regression_tracking.metrics import InMemoryBackend, get_backend
+from regression_tracking.ops.metrics import InMemoryBackend, get_backend
 from tests.factories import OrphanWorld, create_orphan_world
 
 # Property tests draw the same examples on every run, so a CI run never fails by chance; set
@@ -33,7 +33,7 @@ def _postgresql_marker_needs_postgresql(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture
 def metrics_backend(settings: Any) -> InMemoryBackend:
-    """Route regression_tracking.metrics to a fresh in-memory backend and return it."""
+    """Route regression_tracking.ops.metrics to a fresh in-memory backend and return it."""
     settings.REGRESSION_TRACKING_METRICS_BACKEND = "regression_tracking.metrics.InMemoryBackend"
     backend = get_backend()
     assert isinstance(backend, InMemoryBackend)

@@ -20,6 +20,7 @@ from pathlib import Path
 from django.db import connection
 from django.utils import timezone
 
+from regression_tracking.cleanup.backup import row_to_dict
 from regression_tracking.models import (
     Group,
     GroupHash,
@@ -27,7 +28,6 @@ from regression_tracking.models import (
     Project,
     RegressionGroup,
 )
-from regression_tracking.services.backup import row_to_dict
 from tests.factories import (
     GroupFactory,
     ProjectFactory,

@@ -14,11 +14,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from regression_tracking import admin as admin_module
+from regression_tracking.admin.queries import IssueState, filter_by_issue_state
+from regression_tracking.cleanup import run as cleanup_module
+from regression_tracking.cleanup.locking import CLEANUP_LOCK_CLASS
 from regression_tracking.models import Group, GroupHash, RegressionGroup, RegressionType
-from regression_tracking.services import cleanup as cleanup_module
 from regression_tracking.services import detect_orphans, select_orphans
-from regression_tracking.services.admin_queries import IssueState, filter_by_issue_state
-from regression_tracking.services.locking import CLEANUP_LOCK_CLASS
 from tests.factories import (
     GroupFactory,
     GroupHashFactory,

@@ -1,4 +1,4 @@
-"""The admin's orphan overview: its figures (services.overview), the page and its SVG charts."""
+"""The admin's orphan overview: its figures (admin.overview), the page and its SVG charts."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
 
-from regression_tracking.admin_overview import bar_chart
+from regression_tracking.admin.overview import AGE_BUCKETS, Figure, orphan_overview
+from regression_tracking.admin.overview_view import bar_chart
 from regression_tracking.models import RegressionGroup, RegressionType
-from regression_tracking.services.overview import AGE_BUCKETS, Figure, orphan_overview
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,

@@ -15,13 +15,13 @@ from django.core.management.base import CommandError
 from django.db import connection, models
 from django.utils import timezone
 
+from regression_tracking.cleanup.backup import row_to_dict
+from regression_tracking.cleanup.locking import CLEANUP_LOCK_CLASS
+from regression_tracking.cleanup.projects import unknown_project_ids
 from regression_tracking.management.commands.cleanup_orphaned_regressions import (
     Command as CleanupCommand,
 )
 from regression_tracking.models import RegressionGroup, RegressionType
-from regression_tracking.services.backup import row_to_dict
-from regression_tracking.services.locking import CLEANUP_LOCK_CLASS
-from regression_tracking.services.projects import unknown_project_ids
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,

@@ -10,9 +10,9 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
+from regression_tracking.management.demo_data import DemoRefused, load_demo_data
 from regression_tracking.models import Organization, RegressionGroup
 from regression_tracking.services import OrphanReason, select_orphans
-from regression_tracking.services.demo import DemoRefused, load_demo_data
 from tests.factories import OrganizationFactory, RegressionGroupFactory
 from tests.reliability import database_checksum
 

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from regression_tracking.fingerprints import generate_fingerprint
-from regression_tracking.log import record_extra
 from regression_tracking.models import (
     GroupStatus,
     GroupSubStatus,
     RegressionGroup,
     RegressionType,
 )
+from regression_tracking.ops.log import record_extra
 from regression_tracking.services import (
     ORPHAN_DEACTIVATED_MESSAGE,
     BreakpointData,
@@ -39,7 +39,7 @@ from regression_tracking.services import (
     redirect_resolutions,
     save_regressions_with_versions,
 )
-from regression_tracking.services.versioning import (
+from regression_tracking.statistical_detectors import (
     AUTO_RESOLVED_METRIC,
     BREAKPOINT_SKIPPED_METRIC,
     DROPPED_GROUP_NOT_FOUND_METRIC,

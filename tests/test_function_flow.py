@@ -9,14 +9,14 @@ import pytest
 
 from regression_tracking.fingerprints import generate_fingerprint
 from regression_tracking.models import GroupStatus, RegressionGroup, RegressionType
+from regression_tracking.orphans import is_orphan
 from regression_tracking.services import (
     DetectedRegression,
     RegressionAction,
     SkipReason,
     detect_function_change_points,
 )
-from regression_tracking.services.orphan_rule import is_orphan
-from regression_tracking.services.versioning.function_flow import (
+from regression_tracking.tasks.statistical_detectors import (
     BREAKPOINT_DETECTED_METRIC,
     BREAKPOINT_EMITTED_METRIC,
     NOT_EMITTED_METRIC,

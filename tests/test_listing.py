@@ -1,4 +1,4 @@
-"""The dry run's orphan listing: the selector (services.listing), its formats, and ``--list``."""
+"""The dry run's orphan listing: the selector (cleanup.listing), its formats, and ``--list``."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from django.core.management import call_command
 from django.core.management.base import CommandError, OutputWrapper
 from django.db import connection
 
-from regression_tracking.management.listing import DryRunListing, format_age
-from regression_tracking.models import RegressionGroup, RegressionType
-from regression_tracking.services import OrphanReason, cleanup_orphaned_regressions
-from regression_tracking.services.listing import (
+from regression_tracking.cleanup.listing import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
     ListedOrphan,
     list_orphans,
 )
+from regression_tracking.management.list_output import DryRunListing, format_age
+from regression_tracking.models import RegressionGroup, RegressionType
+from regression_tracking.services import OrphanReason, cleanup_orphaned_regressions
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,

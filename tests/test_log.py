@@ -16,8 +16,8 @@ from sentry_sdk.integrations.django import DjangoIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.transport import Transport
 
-from regression_tracking.log import JsonFormatter, KeyValueFormatter
-from regression_tracking.sentry import init_sentry
+from regression_tracking.ops.log import JsonFormatter, KeyValueFormatter
+from regression_tracking.ops.sentry import init_sentry
 from regression_tracking.services import (
     MISSING_ISSUE_GROUP_MESSAGE,
     get_issue_groups_for_regressions,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from regression_tracking import metrics
 from regression_tracking.fingerprints import hash_fingerprint
 from regression_tracking.models import RegressionGroup
-from regression_tracking.output_files import OutputFileError
+from regression_tracking.ops import metrics
+from regression_tracking.ops.output_files import OutputFileError
 from regression_tracking.services import (
     NOT_FOUND_METRIC,
     OrphanReason,

@@ -17,8 +17,9 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from regression_tracking.fingerprints import generate_fingerprint
-from regression_tracking.log import record_extra
 from regression_tracking.models import GroupHash, RegressionGroup, RegressionType
+from regression_tracking.ops.log import record_extra
+from regression_tracking.orphans import is_orphan, orphan_reason
 from regression_tracking.services import (
     MISSING_ISSUE_GROUP_MESSAGE,
     DetectedRegression,
@@ -29,7 +30,6 @@ from regression_tracking.services import (
     get_issue_groups_for_regressions,
     save_regressions_with_versions,
 )
-from regression_tracking.services.orphan_rule import is_orphan, orphan_reason
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from regression_tracking.cleanup import batches as batches_module
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services import batches as batches_module
 from tests.reliability import (
     CommandProcess,
     backup_ids,

@@ -74,7 +74,7 @@ RegressionGroup.objects.update(date_added=timezone.now() - timedelta(days=3))
 ISSUE_COLUMN = """
 import json
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services.admin_queries import with_issue_links
+from regression_tracking.admin.queries import with_issue_links
 print(json.dumps([
     [row.fingerprint, row.issue_group_id, row.issue_hash]
     for row in with_issue_links(RegressionGroup.objects.order_by("id"))

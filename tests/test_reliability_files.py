@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from regression_tracking.cleanup.backup import row_to_dict
+from regression_tracking.cleanup.locking import CLEANUP_LOCK_CLASS
 from regression_tracking.models import RegressionGroup
 from regression_tracking.services import BackupWriter, read_backup
-from regression_tracking.services.backup import row_to_dict
-from regression_tracking.services.locking import CLEANUP_LOCK_CLASS
 from tests.reliability import (
     COMMAND,
     backup_ids,

@@ -24,10 +24,10 @@ import pytest
 from django.db import connections, transaction
 from django.utils import timezone
 
+from regression_tracking.admin.queries import cleanup_selected_orphans
 from regression_tracking.models import RegressionGroup
 from regression_tracking.services import CleanupAction
-from regression_tracking.services.admin_queries import cleanup_selected_orphans
-from regression_tracking.services.versioning.writes import deactivate_orphaned_versions
+from regression_tracking.statistical_detectors.writes import deactivate_orphaned_versions
 from tests.factories import issue_hash
 from tests.reliability import (
     CommandProcess,

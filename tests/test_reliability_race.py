@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
+from regression_tracking.cleanup import batches as batches_module
+from regression_tracking.cleanup.backup import row_to_dict
 from regression_tracking.fingerprints import hash_fingerprint
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services import batches as batches_module
 from regression_tracking.services import read_backup, restore_regression_groups
-from regression_tracking.services.backup import row_to_dict
 from tests.reliability import (
     COMMAND,
     backup_ids,

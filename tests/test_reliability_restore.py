@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from regression_tracking.cleanup import backup as backup_module
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services import backup as backup_module
 from tests.factories import ProjectFactory
 from tests.reliability import record_figures
 from tests.utils import (

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from regression_tracking.cleanup.locking import CLEANUP_LOCK_CLASS
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services.locking import CLEANUP_LOCK_CLASS
 from tests.reliability import CommandProcess, record_figures
 from tests.utils import other_connection
 

@@ -9,9 +9,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from regression_tracking.cleanup.backup import row_to_dict
 from regression_tracking.models import RegressionGroup
 from regression_tracking.services import BackupFormatError, BackupWriter, read_backup
-from regression_tracking.services.backup import row_to_dict
 from tests.factories import RegressionGroupFactory
 
 pytestmark = pytest.mark.django_db

@@ -19,13 +19,16 @@ import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from regression_tracking.models import Project, RegressionGroup
-from regression_tracking.services import restore_regression_groups
-from regression_tracking.services.backup import (
+from regression_tracking.cleanup.backup import (
     restore_backup_file,
     row_to_dict,
 )
-from regression_tracking.services.sequences import SEQUENCE_NOT_CHECKED_MESSAGE, advance_id_sequence
+from regression_tracking.cleanup.backup.sequences import (
+    SEQUENCE_NOT_CHECKED_MESSAGE,
+    advance_id_sequence,
+)
+from regression_tracking.models import Project, RegressionGroup
+from regression_tracking.services import restore_regression_groups
 from tests.factories import ProjectFactory, RegressionGroupFactory
 from tests.sentry_schema import scratch_sentry_database
 from tests.utils import database_url, run_manage

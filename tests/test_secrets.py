@@ -21,9 +21,9 @@ from django.test import Client
 from django.urls import path
 
 from regression_tracking.environment import env_database
-from regression_tracking.error_reports import SafeReporterFilter
-from regression_tracking.secrets_filter import known_secrets, redact
-from regression_tracking.sentry import init_sentry
+from regression_tracking.ops.error_reports import SafeReporterFilter
+from regression_tracking.ops.secrets_filter import known_secrets, redact
+from regression_tracking.ops.sentry import init_sentry
 from tests.test_log import FAKE_DSN, CapturingTransport
 
 PASSWORD = "S3cretPa55"

@@ -9,8 +9,16 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from regression_tracking.log import record_extra
+from regression_tracking.cleanup import batches as batches_module
+from regression_tracking.cleanup.backup import row_to_dict
+from regression_tracking.cleanup.locking import (
+    CLEANUP_LOCK_CLASS,
+    SHARD_COUNT_LOCK_CLASS,
+    SHARD_LOCK_CLASS,
+)
 from regression_tracking.models import GroupHash, RegressionGroup, RegressionType
+from regression_tracking.ops.log import record_extra
+from regression_tracking.orphans import eligible_orphans
 from regression_tracking.services import (
     BackupWriter,
     BatchReport,
@@ -22,14 +30,6 @@ from regression_tracking.services import (
     read_backup,
     restore_regression_groups,
 )
-from regression_tracking.services import batches as batches_module
-from regression_tracking.services.backup import row_to_dict
-from regression_tracking.services.locking import (
-    CLEANUP_LOCK_CLASS,
-    SHARD_COUNT_LOCK_CLASS,
-    SHARD_LOCK_CLASS,
-)
-from regression_tracking.services.orphan_rule import eligible_orphans
 from tests.factories import (
     GroupFactory,
     create_issue_for,

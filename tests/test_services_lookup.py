@@ -6,8 +6,9 @@ import pytest
 from django.db.models.functions import MD5
 
 from regression_tracking.fingerprints import hash_fingerprint
-from regression_tracking.log import record_extra
+from regression_tracking.issues import grouping as lookup_module
 from regression_tracking.models import Group, GroupHash, Project, RegressionType
+from regression_tracking.ops.log import record_extra
 from regression_tracking.services import (
     MISSING_GROUP_MESSAGE,
     MISSING_ISSUE_GROUP_MESSAGE,
@@ -18,7 +19,6 @@ from regression_tracking.services import (
     get_issue_groups_for_regressions,
     lookup_issue_groups,
 )
-from regression_tracking.services import lookup as lookup_module
 from tests.factories import (
     GroupHashFactory,
     OrganizationFactory,

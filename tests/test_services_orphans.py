@@ -11,8 +11,10 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from regression_tracking.cleanup import detection as orphans_module
 from regression_tracking.fingerprints import generate_fingerprint, hash_fingerprint
 from regression_tracking.models import Group, GroupHash, RegressionGroup, RegressionType
+from regression_tracking.orphans import IssueHash, is_orphan
 from regression_tracking.services import (
     MISSING_ISSUE_GROUP_MESSAGE,
     Orphan,
@@ -22,8 +24,6 @@ from regression_tracking.services import (
     detect_orphans,
     select_orphans,
 )
-from regression_tracking.services import orphans as orphans_module
-from regression_tracking.services.orphan_rule import IssueHash, is_orphan
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 import time_machine
 
+from regression_tracking import statistical_detectors as versioning
 from regression_tracking.fingerprints import generate_fingerprint
-from regression_tracking.log import record_extra
+from regression_tracking.issues.grouping import RegressionIssues
 from regression_tracking.models import (
     GroupHash,
     GroupStatus,
@@ -16,6 +17,7 @@ from regression_tracking.models import (
     RegressionGroup,
     RegressionType,
 )
+from regression_tracking.ops.log import record_extra
 from regression_tracking.services import (
     ORPHAN_DEACTIVATED_MESSAGE,
     ORPHAN_TOO_RECENT_MESSAGE,
@@ -26,10 +28,8 @@ from regression_tracking.services import (
     SkipReason,
     get_regression_groups,
     save_regressions_with_versions,
-    versioning,
 )
-from regression_tracking.services.lookup import RegressionIssues
-from regression_tracking.services.versioning import breakpoint as breakpoint_module
+from regression_tracking.statistical_detectors import breakpoint as breakpoint_module
 from tests.factories import (
     ProjectFactory,
     RegressionGroupFactory,

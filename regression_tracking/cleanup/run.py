@@ -1,0 +1,350 @@
+"""Cleanup of orphaned RegressionGroups: find them in one statement, act in short batches.
+
+The candidates come from ``detect_orphans`` (one pass over the table, under a lock timeout and a
+statement timeout, cancelled when the run is asked to stop). The writes go in batches of
+candidate ids in id order, one transaction each, and every write statement re-states the orphan
+predicate and the age cutoff (the race rule): a GroupHash committed before a batch's statement runs
+saves its row. A crash loses at most the uncommitted batch; rerunning finishes the job.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS
+from django.utils import timezone
+
+from regression_tracking.cleanup.backup import BackupWriter
+from regression_tracking.cleanup.batches import BatchWrite, run_batch
+from regression_tracking.cleanup.detection import OrphanScope, detect_orphans
+from regression_tracking.cleanup.locking import (
+    MAX_SHARDS,
+    StatementCancelled,
+    StatementTimedOut,
+    advisory_lock,
+    bounded_statements,
+)
+from regression_tracking.durations import format_duration
+from regression_tracking.ops import metrics
+from regression_tracking.orphans import GRACE_PERIOD, OrphanReason
+
+# The logger keeps the name operators route in their logging configuration.
+logger = logging.getLogger("regression_tracking.services.cleanup")
+
+DEFAULT_MIN_AGE = GRACE_PERIOD
+# Detection's statement timeout when the run has no --max-runtime (with one: the time left).
+DETECTION_STATEMENT_TIMEOUT = timedelta(minutes=30)
+# How long detection waits for a lock on the tables it reads (a queued ALTER TABLE, VACUUM FULL)
+# before it fails naming what holds them; never longer than 80% of the run's max_runtime.
+DETECTION_LOCK_TIMEOUT = timedelta(seconds=30)
+DEFAULT_BATCH_SIZE = 1000
+MAX_BATCH_SIZE = 10_000
+# Sleeps between batches are cut in slices this long, so an interrupt is seen promptly.
+SLEEP_SLICE_SECONDS = 0.1
+
+DETECTED_METRIC = "regression_tracking.orphans.detected"
+DELETED_METRIC = "regression_tracking.orphans.deleted"
+DEACTIVATED_METRIC = "regression_tracking.orphans.deactivated"
+
+
+class CleanupAction(enum.StrEnum):
+    # Remove the row.
+    DELETE = "delete"
+    # Keep the row as history: active = false, date_resolved = now (active orphans only).
+    DEACTIVATE = "deactivate"
+
+
+class StopReason(enum.StrEnum):
+    DONE = "done"
+    MAX_ROWS = "max_rows"
+    MAX_RUNTIME = "max_runtime"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    number: int
+    # Candidate ids the batch covered (the first and last, in id order) and how many.
+    first_id: int
+    last_id: int
+    size: int
+    # Ids of the rows changed (in a dry run: that would be), in id order.
+    acted_ids: tuple[int, ...]
+    # The rows were locked by another transaction through every attempt: nothing was done.
+    skipped: bool
+    # Totals so far, for progress.
+    done: int
+    eligible: int
+
+
+@dataclass(slots=True)
+class CleanupResult:
+    dry_run: bool
+    action: CleanupAction
+    # Rows examined in scope, orphaned or not.
+    scanned: int = 0
+    # Orphans of any age, split by reason in by_reason.
+    orphaned: int = 0
+    by_reason: dict[str, int] = field(
+        default_factory=lambda: {reason.value: 0 for reason in OrphanReason}
+    )
+    # Orphans inside the grace period: never acted on.
+    too_recent: int = 0
+    # What the action applies to: old enough and, for deactivate, active.
+    eligible: int = 0
+    # Rows changed; 0 in a dry run.
+    acted: int = 0
+    # In a dry run, the rows the batches would have changed.
+    would_act: int = 0
+    # Eligible rows left alone because another transaction kept them locked.
+    skipped: int = 0
+    # Eligible rows whose batch ran but did not change them: by the time their rows were locked
+    # an issue had appeared, or the row had been changed or removed by someone else.
+    changed_meanwhile: int = 0
+    # Eligible rows no batch reached (the run stopped first). Every eligible row is counted once:
+    # acted (or would_act) + skipped + changed_meanwhile + not_reached = eligible.
+    not_reached: int = 0
+    batches: int = 0
+    # The last candidate id the run got through: rerun with start_after_id = last_id to resume.
+    last_id: int | None = None
+    stop_reason: StopReason = StopReason.DONE
+    elapsed_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["action"] = str(self.action)
+        data["stop_reason"] = str(self.stop_reason)
+        data["elapsed_seconds"] = round(self.elapsed_seconds, 3)
+        return data
+
+
+def _validate(
+    *,
+    min_age: timedelta,
+    batch_size: int,
+    max_rows: int | None,
+    max_runtime: timedelta | None,
+    sleep: float,
+    shard: tuple[int, int] | None,
+) -> None:
+    if min_age < timedelta(0):
+        raise ValueError(f"min_age must not be negative, got {format_duration(min_age)}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}")
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+    if max_runtime is not None and max_runtime <= timedelta(0):
+        raise ValueError(f"max_runtime must be positive, got {format_duration(max_runtime)}")
+    if sleep < 0:
+        raise ValueError(f"sleep must not be negative, got {sleep}")
+    if shard is not None and not (1 <= shard[1] <= MAX_SHARDS and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be k/n with 0 <= k < n <= {MAX_SHARDS}, got {shard}")
+
+
+def _never_stop() -> bool:
+    return False
+
+
+def cleanup_orphaned_regressions(
+    *,
+    action: CleanupAction = CleanupAction.DELETE,
+    dry_run: bool = False,
+    min_age: timedelta = DEFAULT_MIN_AGE,
+    scope: OrphanScope | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_rows: int | None = None,
+    max_runtime: timedelta | None = None,
+    sleep: float = 0.0,
+    backup: BackupWriter | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+    on_batch: Callable[[BatchReport], None] | None = None,
+    should_stop: Callable[[], bool] = _never_stop,
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
+) -> CleanupResult:
+    """Delete or deactivate the orphans older than ``min_age`` in scope, in batches.
+
+    A dry run takes the same path through the batches (caps, interrupts, reports) minus the
+    writes: each batch would act on its eligible ids as the detection statement found them.
+    ``should_stop`` is asked between batches (a signal handler sets it): the current batch always
+    finishes; during detection it cancels the statement. ``clock`` and ``pause`` are the run's
+    time (``time.monotonic``, ``time.sleep``). Raises ``DetectionLockTimeout`` (naming what holds
+    the table) when detection waits too long for a table lock,
+    ``CleanupAlreadyRunning`` when another run holds the lock (PostgreSQL),
+    ``ValueError`` for bad arguments, and database errors as they come; finished batches stay done.
+    """
+    scope = scope or OrphanScope()
+    _validate(
+        min_age=min_age,
+        batch_size=batch_size,
+        max_rows=max_rows,
+        max_runtime=max_runtime,
+        sleep=sleep,
+        shard=scope.shard,
+    )
+    action = CleanupAction(action)
+    started = clock()
+    now = timezone.now()
+    cutoff = now - min_age
+    result = CleanupResult(dry_run=dry_run, action=action)
+    logger.info(
+        "regression_tracking.cleanup.started",
+        extra={
+            "action": str(action),
+            "dry_run": dry_run,
+            "min_age_seconds": min_age.total_seconds(),
+            "project_ids": list(scope.project_ids) if scope.project_ids is not None else None,
+            "regression_type": scope.regression_type,
+            "start_after_id": scope.after_id,
+            "shard": "/".join(map(str, scope.shard)) if scope.shard else None,
+            "batch_size": batch_size,
+            "max_rows": max_rows,
+        },
+    )
+    deadline = started + max_runtime.total_seconds() if max_runtime else None
+    with advisory_lock(using, scope.shard):
+        statement_timeout = DETECTION_STATEMENT_TIMEOUT
+        if max_runtime is not None:
+            statement_timeout = min(statement_timeout, max_runtime)
+        try:
+            with bounded_statements(
+                using,
+                # Below the statement timeout, so a wait on a table lock ends as the error that
+                # names its holder rather than as a timeout.
+                lock_timeout=min(DETECTION_LOCK_TIMEOUT, statement_timeout * 0.8),
+                statement_timeout=statement_timeout,
+                should_stop=should_stop,
+            ):
+                detection = detect_orphans(
+                    cutoff=cutoff,
+                    scope=scope,
+                    active_only=action is CleanupAction.DEACTIVATE,
+                    using=using,
+                )
+        except StatementCancelled:
+            result.stop_reason = StopReason.INTERRUPTED
+        except StatementTimedOut:
+            result.stop_reason = StopReason.MAX_RUNTIME
+        else:
+            result.scanned = detection.scanned
+            result.orphaned = detection.orphaned
+            result.by_reason.update({str(r): count for r, count in detection.by_reason.items()})
+            result.too_recent = detection.too_recent
+            result.eligible = len(detection.eligible_ids)
+            for reason, count in sorted(detection.by_reason.items()):
+                if count:
+                    metrics.incr(DETECTED_METRIC, amount=count, tags={"reason": str(reason)})
+            _run_batches(
+                result,
+                detection.eligible_ids,
+                cutoff=cutoff,
+                now=now,
+                batch_size=batch_size,
+                max_rows=max_rows,
+                deadline=deadline,
+                sleep=sleep,
+                backup=backup,
+                using=using,
+                on_batch=on_batch,
+                should_stop=should_stop,
+                clock=clock,
+                pause=pause,
+            )
+
+    if not dry_run and result.acted:
+        metric = DELETED_METRIC if action is CleanupAction.DELETE else DEACTIVATED_METRIC
+        metrics.incr(metric, amount=result.acted)
+    result.elapsed_seconds = clock() - started
+    logger.info("regression_tracking.cleanup.completed", extra=result.as_dict())
+    return result
+
+
+def _run_batches(
+    result: CleanupResult,
+    eligible: Sequence[int],
+    *,
+    cutoff: datetime,
+    now: datetime,
+    batch_size: int,
+    max_rows: int | None,
+    deadline: float | None,
+    sleep: float,
+    backup: BackupWriter | None,
+    using: str,
+    on_batch: Callable[[BatchReport], None] | None,
+    should_stop: Callable[[], bool],
+    clock: Callable[[], float],
+    pause: Callable[[float], None],
+) -> None:
+    write = BatchWrite(
+        deactivate=result.action is CleanupAction.DEACTIVATE, cutoff=cutoff, now=now, using=using
+    )
+    position = 0
+    while True:
+        changed = result.would_act if result.dry_run else result.acted
+        result.not_reached = len(eligible) - position
+        if position >= len(eligible):
+            result.stop_reason = StopReason.DONE
+            return
+        if max_rows is not None and changed >= max_rows:
+            result.stop_reason = StopReason.MAX_ROWS
+            return
+        if deadline is not None and clock() >= deadline:
+            result.stop_reason = StopReason.MAX_RUNTIME
+            return
+        if should_stop():
+            result.stop_reason = StopReason.INTERRUPTED
+            return
+
+        size = batch_size if max_rows is None else min(batch_size, max_rows - changed)
+        batch_ids = eligible[position : position + size]
+        acted_ids = run_batch(
+            batch_ids, write=write, dry_run=result.dry_run, backup=backup, pause=pause
+        )
+        position += len(batch_ids)
+        result.batches += 1
+        result.last_id = batch_ids[-1]
+        if acted_ids is None:
+            result.skipped += len(batch_ids)
+        elif result.dry_run:
+            result.would_act += len(acted_ids)
+        else:
+            result.acted += len(acted_ids)
+            result.changed_meanwhile += len(batch_ids) - len(acted_ids)
+        if on_batch is not None:
+            on_batch(
+                BatchReport(
+                    number=result.batches,
+                    first_id=batch_ids[0],
+                    last_id=batch_ids[-1],
+                    size=len(batch_ids),
+                    acted_ids=tuple(acted_ids or ()),
+                    skipped=acted_ids is None,
+                    done=position,
+                    eligible=len(eligible),
+                )
+            )
+        if sleep and position < len(eligible):
+            # Cut short by an interrupt; the checks above then say why the run stops.
+            _sleep_until(clock() + sleep, deadline, should_stop, clock=clock, pause=pause)
+
+
+def _sleep_until(
+    end: float,
+    deadline: float | None,
+    should_stop: Callable[[], bool],
+    *,
+    clock: Callable[[], float],
+    pause: Callable[[float], None],
+) -> None:
+    """Sleep until ``end``, or the deadline if sooner, or until ``should_stop`` says so."""
+    if deadline is not None:
+        end = min(end, deadline)
+    while (left := end - clock()) > 0 and not should_stop():
+        pause(min(left, SLEEP_SLICE_SECONDS))

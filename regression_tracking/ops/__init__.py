@@ -1,0 +1,1 @@
+"""Operator plumbing shared by every part: metrics, logging, error reports, output files."""

@@ -1,0 +1,126 @@
+"""The public API: one import path for what commands, the admin, tests and callers use.
+
+The code lives by product: ``orphans`` (the orphan rule), ``issues`` (the lookup mirror),
+``statistical_detectors`` and ``tasks`` (the detector mirror), ``cleanup`` (the operator's
+cleanup). A name listed here is imported from ``regression_tracking.services`` by the commands,
+the admin, tests and benchmarks; anything not listed from its own module. The product modules
+import each other directly, never this facade (it would be an import cycle).
+"""
+
+from __future__ import annotations
+
+from regression_tracking.cleanup.backup import (
+    BackupFormatError,
+    BackupWriteError,
+    BackupWriter,
+    RestoreResult,
+    UnknownProjectsError,
+    decode_lines,
+    read_backup,
+    restore_regression_groups,
+)
+from regression_tracking.cleanup.detection import (
+    Detection,
+    Orphan,
+    OrphanScope,
+    detect_orphans,
+    select_orphans,
+)
+from regression_tracking.cleanup.locking import CleanupAlreadyRunning, DetectionLockTimeout
+from regression_tracking.cleanup.run import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MIN_AGE,
+    MAX_BATCH_SIZE,
+    BatchReport,
+    CleanupAction,
+    CleanupResult,
+    StopReason,
+    cleanup_orphaned_regressions,
+)
+from regression_tracking.issues.grouping import (
+    MISSING_GROUP_MESSAGE,
+    MISSING_ISSUE_GROUP_MESSAGE,
+    NOT_FOUND_METRIC,
+    bulk_get_groups_from_fingerprints,
+    get_group_from_fingerprint,
+    get_issue_groups_for_regressions,
+    lookup_issue_groups,
+)
+from regression_tracking.orphans import GRACE_PERIOD, OrphanReason
+from regression_tracking.statistical_detectors import (
+    BUFFER_PERIOD,
+    ESCALATING_ISSUE_STATES,
+    ORPHAN_DEACTIVATED_MESSAGE,
+    ORPHAN_TOO_RECENT_MESSAGE,
+    VERSIONING_COMPLETED_MESSAGE,
+    BreakpointData,
+    DetectedRegression,
+    RegressionAction,
+    RegressionOutcome,
+    SkipReason,
+    StatusChange,
+    StatusChangeProducer,
+    TrendCandidate,
+    from_breakpoint_data,
+    get_regression_groups,
+    process_status_change,
+    redirect_escalations,
+    redirect_resolutions,
+    save_regressions_with_versions,
+)
+from regression_tracking.tasks.statistical_detectors import detect_function_change_points
+
+__all__ = [
+    "BUFFER_PERIOD",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MIN_AGE",
+    "ESCALATING_ISSUE_STATES",
+    "GRACE_PERIOD",
+    "MAX_BATCH_SIZE",
+    "MISSING_GROUP_MESSAGE",
+    "MISSING_ISSUE_GROUP_MESSAGE",
+    "NOT_FOUND_METRIC",
+    "ORPHAN_DEACTIVATED_MESSAGE",
+    "ORPHAN_TOO_RECENT_MESSAGE",
+    "VERSIONING_COMPLETED_MESSAGE",
+    "BackupFormatError",
+    "BackupWriteError",
+    "BackupWriter",
+    "BatchReport",
+    "BreakpointData",
+    "CleanupAction",
+    "CleanupAlreadyRunning",
+    "CleanupResult",
+    "DetectedRegression",
+    "Detection",
+    "DetectionLockTimeout",
+    "Orphan",
+    "OrphanReason",
+    "OrphanScope",
+    "RegressionAction",
+    "RegressionOutcome",
+    "RestoreResult",
+    "SkipReason",
+    "StatusChange",
+    "StatusChangeProducer",
+    "StopReason",
+    "TrendCandidate",
+    "UnknownProjectsError",
+    "bulk_get_groups_from_fingerprints",
+    "cleanup_orphaned_regressions",
+    "decode_lines",
+    "detect_function_change_points",
+    "detect_orphans",
+    "from_breakpoint_data",
+    "get_group_from_fingerprint",
+    "get_issue_groups_for_regressions",
+    "get_regression_groups",
+    "lookup_issue_groups",
+    "process_status_change",
+    "read_backup",
+    "redirect_escalations",
+    "redirect_resolutions",
+    "restore_regression_groups",
+    "save_regressions_with_versions",
+    "select_orphans",
+]

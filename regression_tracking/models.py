@@ -2,7 +2,7 @@
 
 Each model keeps Sentry's table name and the column names and types of ``sentry_schema.sql``, so it
 can read a real Sentry database. Only the columns this project needs are modelled. No logic lives
-here: lookups, orphan detection and cleanup are in ``regression_tracking.services``.
+here: the orphan rule is in ``orphans.py``, the lookup in ``issues/``, the cleanup in ``cleanup/``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from django.db import models
 from django.db.models import F
 from django.db.models.functions import MD5
 from django.utils import timezone
+
+# The values PostgreSQL's bigint (the ids' type; SQLite's integer alike) can hold.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 class GroupStatus(models.IntegerChoices):

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 from regression_tracking.cleanup.backup import (
     BackupFormatError,
+    BackupRefusedError,
     BackupWriteError,
     BackupWriter,
     RestoreResult,
     UnknownProjectsError,
-    decode_lines,
     read_backup,
     restore_regression_groups,
 )
 from regression_tracking.cleanup.detection import (
     Detection,
-    Orphan,
     OrphanScope,
     detect_orphans,
-    select_orphans,
 )
 from regression_tracking.cleanup.locking import CleanupAlreadyRunning, DetectionLockTimeout
 from regression_tracking.cleanup.run import (
@@ -33,9 +31,12 @@ from regression_tracking.cleanup.run import (
     MAX_BATCH_SIZE,
     BatchReport,
     CleanupAction,
+    CleanupArgumentError,
+    CleanupRequest,
     CleanupResult,
     StopReason,
     cleanup_orphaned_regressions,
+    run_cleanup,
 )
 from regression_tracking.issues.grouping import (
     MISSING_GROUP_MESSAGE,
@@ -84,17 +85,19 @@ __all__ = [
     "ORPHAN_TOO_RECENT_MESSAGE",
     "VERSIONING_COMPLETED_MESSAGE",
     "BackupFormatError",
+    "BackupRefusedError",
     "BackupWriteError",
     "BackupWriter",
     "BatchReport",
     "BreakpointData",
     "CleanupAction",
     "CleanupAlreadyRunning",
+    "CleanupArgumentError",
+    "CleanupRequest",
     "CleanupResult",
     "DetectedRegression",
     "Detection",
     "DetectionLockTimeout",
-    "Orphan",
     "OrphanReason",
     "OrphanScope",
     "RegressionAction",
@@ -108,7 +111,6 @@ __all__ = [
     "UnknownProjectsError",
     "bulk_get_groups_from_fingerprints",
     "cleanup_orphaned_regressions",
-    "decode_lines",
     "detect_function_change_points",
     "detect_orphans",
     "from_breakpoint_data",
@@ -121,6 +123,6 @@ __all__ = [
     "redirect_escalations",
     "redirect_resolutions",
     "restore_regression_groups",
+    "run_cleanup",
     "save_regressions_with_versions",
-    "select_orphans",
 ]

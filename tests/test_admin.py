@@ -18,7 +18,7 @@ from regression_tracking.admin.queries import IssueState, filter_by_issue_state
 from regression_tracking.cleanup import run as cleanup_module
 from regression_tracking.cleanup.locking import CLEANUP_LOCK_CLASS
 from regression_tracking.models import Group, GroupHash, RegressionGroup, RegressionType
-from regression_tracking.services import detect_orphans, select_orphans
+from regression_tracking.services import detect_orphans
 from tests.factories import (
     GroupFactory,
     GroupHashFactory,
@@ -31,6 +31,7 @@ from tests.factories import (
     create_old_orphan,
     issue_hash,
 )
+from tests.utils import select_orphans
 
 pytestmark = pytest.mark.django_db
 

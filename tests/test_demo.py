@@ -12,9 +12,10 @@ from django.utils import timezone
 
 from regression_tracking.management.demo_data import DemoRefused, load_demo_data
 from regression_tracking.models import Organization, RegressionGroup
-from regression_tracking.services import OrphanReason, select_orphans
+from regression_tracking.services import OrphanReason
 from tests.factories import OrganizationFactory, RegressionGroupFactory
 from tests.reliability import database_checksum
+from tests.utils import select_orphans
 
 pytestmark = pytest.mark.django_db
 

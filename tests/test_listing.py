@@ -17,7 +17,8 @@ from regression_tracking.cleanup.listing import (
     ListedOrphan,
     list_orphans,
 )
-from regression_tracking.management.list_output import DryRunListing, format_age
+from regression_tracking.durations import format_age
+from regression_tracking.management.list_output import DryRunListing
 from regression_tracking.models import RegressionGroup, RegressionType
 from regression_tracking.services import OrphanReason, cleanup_orphaned_regressions
 from tests.factories import (
@@ -289,7 +290,6 @@ class TestListOption:
             OutputWrapper(out),
             result,
             verb="would be deleted",
-            min_age=timedelta(hours=24),
             output_format="text",
             verbosity=0,
             using="default",

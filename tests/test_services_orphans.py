@@ -17,12 +17,10 @@ from regression_tracking.models import Group, GroupHash, RegressionGroup, Regres
 from regression_tracking.orphans import IssueHash, is_orphan
 from regression_tracking.services import (
     MISSING_ISSUE_GROUP_MESSAGE,
-    Orphan,
     OrphanReason,
     OrphanScope,
     bulk_get_groups_from_fingerprints,
     detect_orphans,
-    select_orphans,
 )
 from tests.factories import (
     ProjectFactory,
@@ -32,6 +30,7 @@ from tests.factories import (
     create_linked_regression,
     issue_hash,
 )
+from tests.utils import Orphan, select_orphans
 
 pytestmark = pytest.mark.django_db
 

@@ -6,13 +6,21 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
+from datetime import datetime
 from io import StringIO
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import psycopg
 from django.core.management import call_command
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
+from django.db.models import BooleanField, Case, Value, When
+
+from regression_tracking.cleanup.detection import scoped
+from regression_tracking.models import RegressionGroup
+from regression_tracking.orphans import is_orphan, orphan_reason
+from regression_tracking.services import OrphanReason, OrphanScope
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,3 +96,48 @@ def run_cleanup(*args: str) -> str:
     out = StringIO()
     call_command("cleanup_orphaned_regressions", *args, stdout=out, stderr=out, no_color=True)
     return re.sub(r"elapsed: \d+\.\d\ds", "elapsed: <s>", out.getvalue())
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    id: int
+    project_id: int
+    reason: OrphanReason
+    active: bool
+    # date_added is before the cutoff: the grace period is over.
+    old_enough: bool
+
+
+def select_orphans(
+    *, cutoff: datetime, scope: OrphanScope | None = None, using: str = DEFAULT_DB_ALIAS
+) -> list[Orphan]:
+    """Every orphan in scope, in id order, with its reason and whether it is older than ``cutoff``.
+
+    One ORM query straight from the rule's expressions (an object per orphan), to check what
+    ``detect_orphans`` and the cleanup find against.
+    """
+    scope = scope or OrphanScope()
+    rows = (
+        scoped(RegressionGroup.objects.using(using), scope)
+        .filter(is_orphan())
+        .annotate(
+            orphan_reason=orphan_reason(),
+            old_enough=Case(
+                When(date_added__lt=cutoff, then=Value(True)),
+                default=Value(False),
+                output_field=BooleanField(),
+            ),
+        )
+        .order_by("id")
+        .values_list("id", "project_id", "orphan_reason", "active", "old_enough")
+    )
+    return [
+        Orphan(
+            id=row_id,
+            project_id=project_id,
+            reason=OrphanReason(reason),
+            active=active,
+            old_enough=old_enough,
+        )
+        for row_id, project_id, reason, active, old_enough in rows
+    ]

@@ -1,12 +1,11 @@
 """Orphan detection: which RegressionGroups in scope have no live group, in one pass.
 
-Everything here is built from ``regression_tracking.orphans``: the issue key (``IssueHash``), what
-makes a GroupHash live (``is_live_grouphash``) and, for ``select_orphans``, the orphan filter
-(``is_orphan``). Detection (``detect_orphans``) is one statement per large id range, aggregated in
-the database: one left join of the rows on GroupHash by the issue key gives each row's liveness
-and an orphan's reason together, and the statement returns the scanned count, the orphans by
-reason, the too recent ones and the eligible ids, so the table is read once and no row becomes a
-Python object.
+Everything here is built from ``regression_tracking.orphans``: the issue key (``IssueHash``) and
+what makes a GroupHash live (``is_live_grouphash``). Detection (``detect_orphans``) is one
+statement per large id range, aggregated in the database: one left join of the rows on GroupHash
+by the issue key gives each row's liveness and an orphan's reason together, and the statement
+returns the scanned count, the orphans by reason, the too recent ones and the eligible ids, so the
+table is read once and no row becomes a Python object.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import (
     BooleanField,
-    Case,
     ExpressionWrapper,
     F,
     Func,
@@ -29,7 +27,6 @@ from django.db.models import (
     Q,
     QuerySet,
     Value,
-    When,
 )
 from django.db.models.functions import Mod
 
@@ -38,8 +35,6 @@ from regression_tracking.orphans import (
     IssueHash,
     OrphanReason,
     is_live_grouphash,
-    is_orphan,
-    orphan_reason,
 )
 
 # Detection reads the table in id ranges this wide, one statement each (a few large
@@ -364,48 +359,3 @@ def _add_rows(detection: Detection, cursor: Any) -> None:
             detection.too_recent += 1
         elif eligible:
             detection.eligible_ids.append(row_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Orphan:
-    id: int
-    project_id: int
-    reason: OrphanReason
-    active: bool
-    # date_added is before the cutoff: the grace period is over.
-    old_enough: bool
-
-
-def select_orphans(
-    *, cutoff: datetime, scope: OrphanScope | None = None, using: str = DEFAULT_DB_ALIAS
-) -> list[Orphan]:
-    """Every orphan in scope, in id order, with its reason and whether it is older than ``cutoff``.
-
-    One ORM query for inspection and tests (an object per orphan); the cleanup uses
-    ``detect_orphans``.
-    """
-    scope = scope or OrphanScope()
-    rows = (
-        scoped(RegressionGroup.objects.using(using), scope)
-        .filter(is_orphan())
-        .annotate(
-            orphan_reason=orphan_reason(),
-            old_enough=Case(
-                When(date_added__lt=cutoff, then=Value(True)),
-                default=Value(False),
-                output_field=BooleanField(),
-            ),
-        )
-        .order_by("id")
-        .values_list("id", "project_id", "orphan_reason", "active", "old_enough")
-    )
-    return [
-        Orphan(
-            id=row_id,
-            project_id=project_id,
-            reason=OrphanReason(reason),
-            active=active,
-            old_enough=old_enough,
-        )
-        for row_id, project_id, reason, active, old_enough in rows
-    ]

@@ -115,36 +115,72 @@ class CleanupResult:
     last_id: int | None = None
     stop_reason: StopReason = StopReason.DONE
     elapsed_seconds: float = 0.0
+    # The run's clock reading and "old enough" (now - min_age): set once when the run starts, for
+    # everything the run decides (detection, every batch's write, the dry run's listing). Not in
+    # as_dict: the summary's figures are the counts.
+    now: datetime | None = None
+    cutoff: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["now"], data["cutoff"]
         data["action"] = str(self.action)
         data["stop_reason"] = str(self.stop_reason)
         data["elapsed_seconds"] = round(self.elapsed_seconds, 3)
         return data
 
 
-def _validate(
-    *,
-    min_age: timedelta,
-    batch_size: int,
-    max_rows: int | None,
-    max_runtime: timedelta | None,
-    sleep: float,
-    shard: tuple[int, int] | None,
-) -> None:
-    if min_age < timedelta(0):
-        raise ValueError(f"min_age must not be negative, got {format_duration(min_age)}")
-    if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}")
-    if max_rows is not None and max_rows < 1:
-        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
-    if max_runtime is not None and max_runtime <= timedelta(0):
-        raise ValueError(f"max_runtime must be positive, got {format_duration(max_runtime)}")
-    if sleep < 0:
-        raise ValueError(f"sleep must not be negative, got {sleep}")
+class CleanupArgumentError(ValueError):
+    """A cleanup argument out of its range: ``parameter`` names it, ``problem`` says why.
+
+    The text is ``"<parameter> <problem>"`` (``"batch_size must be between 1 and 10000, got 0"``);
+    the command shows it as a usage error of the option that sets the parameter.
+    """
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter} {problem}")
+        self.parameter = parameter
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupRequest:
+    """What one cleanup run is asked to do; ``run_cleanup`` checks it before any work."""
+
+    action: CleanupAction = CleanupAction.DELETE
+    dry_run: bool = False
+    # The grace period: orphans younger than this (by date_added) are left alone.
+    min_age: timedelta = DEFAULT_MIN_AGE
+    scope: OrphanScope = field(default_factory=OrphanScope)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_rows: int | None = None
+    max_runtime: timedelta | None = None
+    sleep: float = 0.0
+    using: str = DEFAULT_DB_ALIAS
+
+
+def _validate(request: CleanupRequest) -> None:
+    if request.min_age < timedelta(0):
+        raise CleanupArgumentError(
+            "min_age", f"must not be negative, got {format_duration(request.min_age)}"
+        )
+    if not 1 <= request.batch_size <= MAX_BATCH_SIZE:
+        raise CleanupArgumentError(
+            "batch_size", f"must be between 1 and {MAX_BATCH_SIZE}, got {request.batch_size}"
+        )
+    if request.max_rows is not None and request.max_rows < 1:
+        raise CleanupArgumentError("max_rows", f"must be at least 1, got {request.max_rows}")
+    if request.max_runtime is not None and request.max_runtime <= timedelta(0):
+        raise CleanupArgumentError(
+            "max_runtime", f"must be positive, got {format_duration(request.max_runtime)}"
+        )
+    if request.sleep < 0:
+        raise CleanupArgumentError("sleep", f"must not be negative, got {request.sleep}")
+    shard = request.scope.shard
     if shard is not None and not (1 <= shard[1] <= MAX_SHARDS and 0 <= shard[0] < shard[1]):
-        raise ValueError(f"shard must be k/n with 0 <= k < n <= {MAX_SHARDS}, got {shard}")
+        raise CleanupArgumentError(
+            "shard", f"must be k/n with 0 <= k < n <= {MAX_SHARDS}, got {shard}"
+        )
 
 
 def _never_stop() -> bool:
@@ -153,65 +189,71 @@ def _never_stop() -> bool:
 
 def cleanup_orphaned_regressions(
     *,
-    action: CleanupAction = CleanupAction.DELETE,
-    dry_run: bool = False,
-    min_age: timedelta = DEFAULT_MIN_AGE,
-    scope: OrphanScope | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_rows: int | None = None,
-    max_runtime: timedelta | None = None,
-    sleep: float = 0.0,
     backup: BackupWriter | None = None,
-    using: str = DEFAULT_DB_ALIAS,
+    on_batch: Callable[[BatchReport], None] | None = None,
+    should_stop: Callable[[], bool] = _never_stop,
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
+    scope: OrphanScope | None = None,
+    **request: Any,
+) -> CleanupResult:
+    """``run_cleanup`` with the request's fields as keyword arguments (``using`` among them)."""
+    return run_cleanup(
+        CleanupRequest(scope=scope or OrphanScope(), **request),
+        backup=backup,
+        on_batch=on_batch,
+        should_stop=should_stop,
+        clock=clock,
+        pause=pause,
+    )
+
+
+def run_cleanup(
+    request: CleanupRequest,
+    *,
+    backup: BackupWriter | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
     should_stop: Callable[[], bool] = _never_stop,
     clock: Callable[[], float] = time.monotonic,
     pause: Callable[[float], None] = time.sleep,
 ) -> CleanupResult:
-    """Delete or deactivate the orphans older than ``min_age`` in scope, in batches.
+    """Delete or deactivate the orphans older than ``request.min_age`` in scope, in batches.
 
     A dry run takes the same path through the batches (caps, interrupts, reports) minus the
     writes: each batch would act on its eligible ids as the detection statement found them.
     ``should_stop`` is asked between batches (a signal handler sets it): the current batch always
     finishes; during detection it cancels the statement. ``clock`` and ``pause`` are the run's
-    time (``time.monotonic``, ``time.sleep``). Raises ``DetectionLockTimeout`` (naming what holds
-    the table) when detection waits too long for a table lock,
-    ``CleanupAlreadyRunning`` when another run holds the lock (PostgreSQL),
-    ``ValueError`` for bad arguments, and database errors as they come; finished batches stay done.
+    time (``time.monotonic``, ``time.sleep``). Raises ``CleanupArgumentError`` for a bad request
+    (nothing done), ``DetectionLockTimeout`` (naming what holds the table) when detection waits
+    too long for a table lock, ``CleanupAlreadyRunning`` when another run holds the lock
+    (PostgreSQL), and database errors as they come; finished batches stay done.
     """
-    scope = scope or OrphanScope()
-    _validate(
-        min_age=min_age,
-        batch_size=batch_size,
-        max_rows=max_rows,
-        max_runtime=max_runtime,
-        sleep=sleep,
-        shard=scope.shard,
-    )
-    action = CleanupAction(action)
+    _validate(request)
+    scope, using = request.scope, request.using
+    action = CleanupAction(request.action)
     started = clock()
     now = timezone.now()
-    cutoff = now - min_age
-    result = CleanupResult(dry_run=dry_run, action=action)
+    cutoff = now - request.min_age
+    result = CleanupResult(dry_run=request.dry_run, action=action, now=now, cutoff=cutoff)
     logger.info(
         "regression_tracking.cleanup.started",
         extra={
             "action": str(action),
-            "dry_run": dry_run,
-            "min_age_seconds": min_age.total_seconds(),
+            "dry_run": request.dry_run,
+            "min_age_seconds": request.min_age.total_seconds(),
             "project_ids": list(scope.project_ids) if scope.project_ids is not None else None,
             "regression_type": scope.regression_type,
             "start_after_id": scope.after_id,
             "shard": "/".join(map(str, scope.shard)) if scope.shard else None,
-            "batch_size": batch_size,
-            "max_rows": max_rows,
+            "batch_size": request.batch_size,
+            "max_rows": request.max_rows,
         },
     )
-    deadline = started + max_runtime.total_seconds() if max_runtime else None
+    deadline = started + request.max_runtime.total_seconds() if request.max_runtime else None
     with advisory_lock(using, scope.shard):
         statement_timeout = DETECTION_STATEMENT_TIMEOUT
-        if max_runtime is not None:
-            statement_timeout = min(statement_timeout, max_runtime)
+        if request.max_runtime is not None:
+            statement_timeout = min(statement_timeout, request.max_runtime)
         try:
             with bounded_statements(
                 using,
@@ -243,21 +285,16 @@ def cleanup_orphaned_regressions(
             _run_batches(
                 result,
                 detection.eligible_ids,
-                cutoff=cutoff,
-                now=now,
-                batch_size=batch_size,
-                max_rows=max_rows,
+                request,
                 deadline=deadline,
-                sleep=sleep,
                 backup=backup,
-                using=using,
                 on_batch=on_batch,
                 should_stop=should_stop,
                 clock=clock,
                 pause=pause,
             )
 
-    if not dry_run and result.acted:
+    if not request.dry_run and result.acted:
         metric = DELETED_METRIC if action is CleanupAction.DELETE else DEACTIVATED_METRIC
         metrics.incr(metric, amount=result.acted)
     result.elapsed_seconds = clock() - started
@@ -268,23 +305,24 @@ def cleanup_orphaned_regressions(
 def _run_batches(
     result: CleanupResult,
     eligible: Sequence[int],
+    request: CleanupRequest,
     *,
-    cutoff: datetime,
-    now: datetime,
-    batch_size: int,
-    max_rows: int | None,
     deadline: float | None,
-    sleep: float,
     backup: BackupWriter | None,
-    using: str,
     on_batch: Callable[[BatchReport], None] | None,
     should_stop: Callable[[], bool],
     clock: Callable[[], float],
     pause: Callable[[float], None],
 ) -> None:
+    assert result.cutoff is not None
+    assert result.now is not None
     write = BatchWrite(
-        deactivate=result.action is CleanupAction.DEACTIVATE, cutoff=cutoff, now=now, using=using
+        deactivate=result.action is CleanupAction.DEACTIVATE,
+        cutoff=result.cutoff,
+        now=result.now,
+        using=request.using,
     )
+    max_rows, batch_size, sleep = request.max_rows, request.batch_size, request.sleep
     position = 0
     while True:
         changed = result.would_act if result.dry_run else result.acted

@@ -21,7 +21,7 @@ from django.db.models import BooleanField, Expression, F, Model, Q, QuerySet
 from django.db.models.sql.compiler import SQLCompiler
 
 from regression_tracking.fingerprints import hash_fingerprint
-from regression_tracking.models import Group, GroupHash, RegressionGroup
+from regression_tracking.models import BIGINT_MAX, BIGINT_MIN, Group, GroupHash, RegressionGroup
 from regression_tracking.ops import metrics
 from regression_tracking.orphans import IssueHash, OrphanReason
 
@@ -36,8 +36,6 @@ _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 
 PairKey = tuple[int, tuple[str, ...]]
 IssueKey = tuple[int, str]
-# The ids PostgreSQL's bigint (and SQLite's integer) can hold.
-_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 # SQLite statements stay this many variables under the connection's limit (room for the rest).
 _SQLITE_VARIABLE_HEADROOM = 16
 M = TypeVar("M", bound=Model)
@@ -78,7 +76,7 @@ def _issue_keys(pairs: Iterable[PairKey]) -> list[IssueKey]:
         {
             (project_id, issue_hash)
             for project_id, fingerprint in pairs
-            if _BIGINT_MIN <= project_id <= _BIGINT_MAX
+            if BIGINT_MIN <= project_id <= BIGINT_MAX
             for issue_hash in fingerprint
         }
     )

@@ -50,13 +50,6 @@ class RecordingProducer:
         self.produced.append(status_change)
 
 
-class ConsumingProducer:
-    """Applies each status change at once through ``process_status_change`` (one process)."""
-
-    def produce(self, status_change: StatusChange) -> None:
-        process_status_change(status_change)
-
-
 def process_status_change(status_change: StatusChange) -> Group | None:
     """The consumer: set the group's status, or drop the change (logged, counted) when the
     fingerprint has no live group, as upstream's ``process_status_change_message``."""

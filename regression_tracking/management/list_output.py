@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import OutputWrapper
-from django.utils import timezone
 
 from regression_tracking.cleanup.listing import (
     DEFAULT_LIST_LIMIT,
@@ -16,23 +14,13 @@ from regression_tracking.cleanup.listing import (
     OrphanListing,
     list_orphans,
 )
+from regression_tracking.durations import format_age
 from regression_tracking.models import RegressionGroup
 from regression_tracking.services import BatchReport, CleanupAction, CleanupResult
 
 COLUMNS = ("id", "project", "slug", "type", "fingerprint", "reason", "age", "active")
 # Numbers line up on the right, text on the left.
 RIGHT_ALIGNED = frozenset({"id", "project"})
-_UNITS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
-
-
-def format_age(age: timedelta) -> str:
-    """A duration as its two largest units: ``3d 4h``, ``5h 0m``, ``12m 5s``, ``40s``."""
-    seconds = max(int(age.total_seconds()), 0)
-    for index, (unit, size) in enumerate(_UNITS[:-1]):
-        if seconds >= size:
-            smaller_unit, smaller_size = _UNITS[index + 1]
-            return f"{seconds // size}{unit} {seconds % size // smaller_size}{smaller_unit}"
-    return f"{seconds}s"
 
 
 def _cells(orphan: ListedOrphan) -> tuple[str, ...]:
@@ -112,7 +100,6 @@ class DryRunListing:
         result: CleanupResult,
         *,
         verb: str,
-        min_age: timedelta,
         output_format: str,
         verbosity: int,
         using: str,
@@ -123,7 +110,8 @@ class DryRunListing:
         # dry run's batch, or went away, is not listed and counts as left out.
         found = list_orphans(
             RegressionGroup.objects.filter(id__in=self.ids),
-            cutoff=timezone.now() - min_age,
+            # The run's own "old enough": one cutoff for its detection, batches and listing.
+            cutoff=result.cutoff,
             active_only=result.action is CleanupAction.DEACTIVATE,
             limit=self.limit,
             using=using,

@@ -2,39 +2,35 @@
 
 The types only read what was typed (ASCII digits, a unit, ``K/N``) and what a value can be at all
 (an id fits a bigint, a duration fits a datetime). Whether a value is allowed is the service's
-rule: it raises ``ValueError``, and ``usage_error`` turns that into the usage error (exit 2) naming
-the option. Output paths and database aliases are translated here too.
+rule: it raises ``CleanupArgumentError`` naming the parameter, and ``usage_error`` turns that into
+the usage error (exit 2) naming the option. Output paths and database aliases are translated here
+too.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from regression_tracking.cleanup.run import CleanupArgumentError
+from regression_tracking.durations import parse_duration
+from regression_tracking.models import BIGINT_MAX
 from regression_tracking.ops.output_files import OutputFile, OutputFileError, check_output_files
 
-DURATION_HELP = "A whole number with a unit: s, m, h or d (e.g. 90s, 90m, 12h, 7d), or 0."
-# ASCII digits only: \d would take any script's digits (Arabic-Indic "7d").
-_DURATION = re.compile(r"(?P<amount>[0-9]+)(?P<unit>[smhd])")
 _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _SHARD = re.compile(r"([0-9]+)/([0-9]+)")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-# Far beyond any sensible grace period, and well inside what datetime arithmetic allows.
-MAX_DURATION = timedelta(days=36_500)
-# PostgreSQL's bigint: the largest id a row can have.
-MAX_ID = 2**63 - 1
 # The longest pause between batches.
 MAX_SLEEP_SECONDS = 3600
 # Exit status of a usage error, as argparse gives it.
 EXIT_USAGE = 2
 
-# The cleanup service's parameters, by the options that set them: its ValueError names the first.
+# The cleanup service's parameters, by the options that set them.
 SERVICE_OPTIONS = {
     "min_age": "--min-age",
     "batch_size": "--batch-size",
@@ -45,20 +41,12 @@ SERVICE_OPTIONS = {
 }
 
 
-def parse_duration(value: str) -> timedelta:
-    text = value.strip().lower()
-    if text == "0":
-        return timedelta(0)
-    match = _DURATION.fullmatch(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"invalid duration {value!r}: {DURATION_HELP}")
-    amount = int(match["amount"])
-    if amount > MAX_DURATION.total_seconds():
-        raise argparse.ArgumentTypeError(f"duration {value!r} is too large")
-    duration = timedelta(**{_UNITS[match["unit"]]: amount})
-    if duration > MAX_DURATION:
-        raise argparse.ArgumentTypeError(f"duration {value!r} is too large (at most 36500d)")
-    return duration
+def duration(value: str) -> timedelta:
+    """A duration option (``--min-age``, ``--max-runtime``): see ``durations.parse_duration``."""
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def integer(value: str) -> int:
@@ -66,31 +54,29 @@ def integer(value: str) -> int:
     if not _INTEGER.fullmatch(value):
         raise argparse.ArgumentTypeError(f"invalid integer {value!r}")
     number = int(value)
-    if abs(number) > MAX_ID:
+    if abs(number) > BIGINT_MAX:
         raise argparse.ArgumentTypeError(f"{value!r} is too large")
     return number
 
 
-def _at_least(value: str, minimum: int) -> int:
-    number = integer(value)
-    if number < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value!r}")
-    return number
+def whole_number(minimum: int, maximum: int = BIGINT_MAX) -> Callable[[str], int]:
+    """The option type of an integer from ``minimum`` to ``maximum`` (a bigint at most)."""
+
+    def parse(value: str) -> int:
+        number = integer(value)
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value!r}")
+        if number > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value!r}")
+        return number
+
+    return parse
 
 
-def id_value(value: str) -> int:
-    """A row id (``--project``): 1 to the largest bigint."""
-    return _at_least(value, 1)
-
-
-def at_least_one(value: str) -> int:
-    """A count (``--list-limit``): 1 to the largest bigint; its upper bound is the caller's."""
-    return _at_least(value, 1)
-
-
-def id_cursor(value: str) -> int:
-    """An id to resume after (``--start-after-id``): 0 to the largest bigint."""
-    return _at_least(value, 0)
+# A row id (--project): 1 to the largest bigint.
+id_value = whole_number(1)
+# An id to resume after (--start-after-id): 0 to the largest bigint.
+id_cursor = whole_number(0)
 
 
 def seconds(value: str) -> float:
@@ -113,13 +99,12 @@ def parse_shard(value: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def usage_error(error: ValueError) -> CommandError:
-    """The service's ``ValueError`` for a bad argument as a usage error naming its option."""
-    parameter, _space, problem = str(error).partition(" ")
-    option = SERVICE_OPTIONS.get(parameter)
+def usage_error(error: CleanupArgumentError) -> CommandError:
+    """The service's refusal of an argument as a usage error naming the option that set it."""
+    option = SERVICE_OPTIONS.get(error.parameter)
     if option is None:
         return CommandError(str(error))
-    return CommandError(f"argument {option}: {problem}", returncode=EXIT_USAGE)
+    return CommandError(f"argument {option}: {error.problem}", returncode=EXIT_USAGE)
 
 
 def output_files(paths: Mapping[str, str | None]) -> dict[str, OutputFile]:

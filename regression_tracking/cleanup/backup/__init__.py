@@ -20,7 +20,6 @@ from regression_tracking.cleanup.backup.restore import (
 from regression_tracking.cleanup.backup.rows import (
     MAX_LINE_BYTES,
     BackupFormatError,
-    decode_lines,
     is_backup_row,
     parse_row,
     read_backup,
@@ -45,7 +44,6 @@ __all__ = [
     "RestoreResult",
     "RestoreTimeoutError",
     "UnknownProjectsError",
-    "decode_lines",
     "is_backup_row",
     "parse_row",
     "read_backup",

@@ -254,12 +254,6 @@ def _decode(line_number: int, line: bytes) -> str:
         ) from None
 
 
-def decode_lines(lines: Iterable[bytes]) -> Iterator[str]:
-    """Lines of a file opened in binary as text; ``BackupFormatError`` names a line not UTF-8."""
-    for line_number, line in enumerate(lines, start=1):
-        yield _decode(line_number, line)
-
-
 def parse_lines(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, RegressionGroup]]:
     """(line number, row) for every non-blank line; raises at the first bad one (see below)."""
     for line_number, values in parse_lines_values(lines):

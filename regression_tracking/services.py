@@ -27,7 +27,6 @@ from regression_tracking.cleanup.detection import (
 from regression_tracking.cleanup.locking import CleanupAlreadyRunning, DetectionLockTimeout
 from regression_tracking.cleanup.run import (
     DEFAULT_BATCH_SIZE,
-    DEFAULT_MIN_AGE,
     MAX_BATCH_SIZE,
     BatchReport,
     CleanupAction,
@@ -70,6 +69,9 @@ from regression_tracking.statistical_detectors import (
     save_regressions_with_versions,
 )
 from regression_tracking.tasks.statistical_detectors import detect_function_change_points
+
+# The grace period's earlier name here, kept for callers: GRACE_PERIOD is the one definition.
+DEFAULT_MIN_AGE = GRACE_PERIOD
 
 __all__ = [
     "BUFFER_PERIOD",

@@ -8,10 +8,10 @@ import pytest
 
 from regression_tracking.models import GroupStatus, GroupSubStatus, RegressionType
 from regression_tracking.services import GRACE_PERIOD, RegressionAction, SkipReason
+from regression_tracking.statistical_detectors import ORPHAN_MIN_AGE
 from regression_tracking.statistical_detectors.decisions import (
     ENDPOINT_DETECTOR,
     FUNCTION_DETECTOR,
-    ORPHAN_MIN_AGE,
     BreakpointDecision,
     IssueState,
     VersionState,

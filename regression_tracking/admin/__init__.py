@@ -31,7 +31,7 @@ from regression_tracking.admin.queries import (
 )
 from regression_tracking.durations import format_duration
 from regression_tracking.models import Group, GroupHash, Organization, Project, RegressionGroup
-from regression_tracking.services import DEFAULT_MIN_AGE, CleanupAction, CleanupAlreadyRunning
+from regression_tracking.services import GRACE_PERIOD, CleanupAction, CleanupAlreadyRunning
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -197,7 +197,7 @@ class RegressionGroupAdmin(ModelAdmin[RegressionGroup]):
     # A second COUNT(*) over the whole table on every filtered page is not worth it.
     show_full_result_count = False
     # Orphans younger than this are left alone (the orphan rule's grace period).
-    orphan_min_age: timedelta = DEFAULT_MIN_AGE
+    orphan_min_age: timedelta = GRACE_PERIOD
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RegressionGroup]:
         return with_issue_links(super().get_queryset(request))

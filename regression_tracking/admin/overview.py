@@ -19,7 +19,7 @@ from django.utils import timezone
 from regression_tracking.durations import format_duration
 from regression_tracking.models import Project, RegressionGroup, RegressionType
 from regression_tracking.orphans import is_orphan, orphan_reason
-from regression_tracking.services import DEFAULT_MIN_AGE, OrphanReason
+from regression_tracking.services import GRACE_PERIOD, OrphanReason
 
 TOP_PROJECTS = 10
 
@@ -33,11 +33,11 @@ class AgeBucket:
     max_age: timedelta | None
 
 
-_GRACE = format_duration(DEFAULT_MIN_AGE)
+_GRACE_TEXT = format_duration(GRACE_PERIOD)
 # The first bucket is the grace period: what the cleanup leaves alone by default.
 AGE_BUCKETS = (
-    AgeBucket(f"under {_GRACE} (grace period)", timedelta(0), DEFAULT_MIN_AGE),
-    AgeBucket(f"{_GRACE} to 7 days", DEFAULT_MIN_AGE, timedelta(days=7)),
+    AgeBucket(f"under {_GRACE_TEXT} (grace period)", timedelta(0), GRACE_PERIOD),
+    AgeBucket(f"{_GRACE_TEXT} to 7 days", GRACE_PERIOD, timedelta(days=7)),
     AgeBucket("7 to 30 days", timedelta(days=7), timedelta(days=30)),
     AgeBucket("30 to 90 days", timedelta(days=30), timedelta(days=90)),
     AgeBucket("90 days or more", timedelta(days=90), None),

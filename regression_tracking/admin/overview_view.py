@@ -26,7 +26,7 @@ from regression_tracking.admin.overview import (
 )
 from regression_tracking.durations import format_duration
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services import DEFAULT_MIN_AGE
+from regression_tracking.services import GRACE_PERIOD
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -167,7 +167,7 @@ def overview_charts(overview: OrphanOverview) -> list[BarChart]:
 
 def summary_figures(overview: OrphanOverview) -> list[SummaryFigure]:
     """The totals above the charts."""
-    grace = format_duration(DEFAULT_MIN_AGE)
+    grace = format_duration(GRACE_PERIOD)
     return [
         SummaryFigure("regression-groups", f"{overview.regression_groups:,}", "regression groups"),
         SummaryFigure(

@@ -25,7 +25,7 @@ from regression_tracking.orphans import (
     issue_key_grouphashes,
 )
 from regression_tracking.services import (
-    DEFAULT_MIN_AGE,
+    GRACE_PERIOD,
     CleanupAction,
     OrphanReason,
     OrphanScope,
@@ -123,7 +123,7 @@ def cleanup_selected_orphans(
     *,
     action: CleanupAction,
     ids: tuple[int, ...],
-    min_age: timedelta = DEFAULT_MIN_AGE,
+    min_age: timedelta = GRACE_PERIOD,
     using: str = DEFAULT_DB_ALIAS,
 ) -> SelectionCleanup:
     """Delete or deactivate the selected rows that are orphans older than ``min_age``.

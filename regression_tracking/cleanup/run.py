@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from regression_tracking.cleanup.backup import BackupWriter
 from regression_tracking.cleanup.batches import BatchWrite, run_batch
-from regression_tracking.cleanup.detection import OrphanScope, detect_orphans
+from regression_tracking.cleanup.detection import Detection, OrphanScope, detect_orphans
 from regression_tracking.cleanup.locking import (
     MAX_SHARDS,
     StatementCancelled,
@@ -37,7 +37,7 @@ from regression_tracking.orphans import GRACE_PERIOD, OrphanReason
 # The logger keeps the name operators route in their logging configuration.
 logger = logging.getLogger("regression_tracking.services.cleanup")
 
-DEFAULT_MIN_AGE = GRACE_PERIOD
+
 # Detection's statement timeout when the run has no --max-runtime (with one: the time left).
 DETECTION_STATEMENT_TIMEOUT = timedelta(minutes=30)
 # How long detection waits for a lock on the tables it reads (a queued ALTER TABLE, VACUUM FULL)
@@ -150,13 +150,17 @@ class CleanupRequest:
     action: CleanupAction = CleanupAction.DELETE
     dry_run: bool = False
     # The grace period: orphans younger than this (by date_added) are left alone.
-    min_age: timedelta = DEFAULT_MIN_AGE
+    min_age: timedelta = GRACE_PERIOD
     scope: OrphanScope = field(default_factory=OrphanScope)
     batch_size: int = DEFAULT_BATCH_SIZE
     max_rows: int | None = None
     max_runtime: timedelta | None = None
     sleep: float = 0.0
     using: str = DEFAULT_DB_ALIAS
+
+    def __post_init__(self) -> None:
+        # "delete" as well as CleanupAction.DELETE, so the action compares by identity.
+        object.__setattr__(self, "action", CleanupAction(self.action))
 
 
 def _validate(request: CleanupRequest) -> None:
@@ -230,49 +234,17 @@ def run_cleanup(
     """
     _validate(request)
     scope, using = request.scope, request.using
-    action = CleanupAction(request.action)
+    action = request.action
     started = clock()
     now = timezone.now()
     cutoff = now - request.min_age
     result = CleanupResult(dry_run=request.dry_run, action=action, now=now, cutoff=cutoff)
-    logger.info(
-        "regression_tracking.cleanup.started",
-        extra={
-            "action": str(action),
-            "dry_run": request.dry_run,
-            "min_age_seconds": request.min_age.total_seconds(),
-            "project_ids": list(scope.project_ids) if scope.project_ids is not None else None,
-            "regression_type": scope.regression_type,
-            "start_after_id": scope.after_id,
-            "shard": "/".join(map(str, scope.shard)) if scope.shard else None,
-            "batch_size": request.batch_size,
-            "max_rows": request.max_rows,
-        },
-    )
+    _log_started(request)
     deadline = started + request.max_runtime.total_seconds() if request.max_runtime else None
     with advisory_lock(using, scope.shard):
-        statement_timeout = DETECTION_STATEMENT_TIMEOUT
-        if request.max_runtime is not None:
-            statement_timeout = min(statement_timeout, request.max_runtime)
-        try:
-            with bounded_statements(
-                using,
-                # Below the statement timeout, so a wait on a table lock ends as the error that
-                # names its holder rather than as a timeout.
-                lock_timeout=min(DETECTION_LOCK_TIMEOUT, statement_timeout * 0.8),
-                statement_timeout=statement_timeout,
-                should_stop=should_stop,
-            ):
-                detection = detect_orphans(
-                    cutoff=cutoff,
-                    scope=scope,
-                    active_only=action is CleanupAction.DEACTIVATE,
-                    using=using,
-                )
-        except StatementCancelled:
-            result.stop_reason = StopReason.INTERRUPTED
-        except StatementTimedOut:
-            result.stop_reason = StopReason.MAX_RUNTIME
+        detection = _detect(request, cutoff, should_stop)
+        if isinstance(detection, StopReason):
+            result.stop_reason = detection
         else:
             result.scanned = detection.scanned
             result.orphaned = detection.orphaned
@@ -300,6 +272,52 @@ def run_cleanup(
     result.elapsed_seconds = clock() - started
     logger.info("regression_tracking.cleanup.completed", extra=result.as_dict())
     return result
+
+
+def _log_started(request: CleanupRequest) -> None:
+    scope = request.scope
+    logger.info(
+        "regression_tracking.cleanup.started",
+        extra={
+            "action": str(request.action),
+            "dry_run": request.dry_run,
+            "min_age_seconds": request.min_age.total_seconds(),
+            "project_ids": list(scope.project_ids) if scope.project_ids is not None else None,
+            "regression_type": scope.regression_type,
+            "start_after_id": scope.after_id,
+            "shard": "/".join(map(str, scope.shard)) if scope.shard else None,
+            "batch_size": request.batch_size,
+            "max_rows": request.max_rows,
+        },
+    )
+
+
+def _detect(
+    request: CleanupRequest, cutoff: datetime, should_stop: Callable[[], bool]
+) -> Detection | StopReason:
+    """Detection under its bounds, or why it ended early (interrupted, out of time)."""
+    statement_timeout = DETECTION_STATEMENT_TIMEOUT
+    if request.max_runtime is not None:
+        statement_timeout = min(statement_timeout, request.max_runtime)
+    try:
+        with bounded_statements(
+            request.using,
+            # Below the statement timeout, so a wait on a table lock ends as the error that
+            # names its holder rather than as a timeout.
+            lock_timeout=min(DETECTION_LOCK_TIMEOUT, statement_timeout * 0.8),
+            statement_timeout=statement_timeout,
+            should_stop=should_stop,
+        ):
+            return detect_orphans(
+                cutoff=cutoff,
+                scope=request.scope,
+                active_only=request.action is CleanupAction.DEACTIVATE,
+                using=request.using,
+            )
+    except StatementCancelled:
+        return StopReason.INTERRUPTED
+    except StatementTimedOut:
+        return StopReason.MAX_RUNTIME
 
 
 def _run_batches(

@@ -6,30 +6,56 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.db import DatabaseError, connections
 
 from regression_tracking.cleanup.projects import unknown_project_ids
 from regression_tracking.environment import ConfigurationError
 from regression_tracking.management.list_output import DryRunListing
 from regression_tracking.management.options import EXIT_USAGE, output_files, usage_error
+from regression_tracking.models import RegressionType
 from regression_tracking.ops import metrics
 from regression_tracking.ops.output_files import OutputFileError
 from regression_tracking.services import (
     BackupRefusedError,
     BackupWriteError,
     BackupWriter,
+    CleanupAction,
     CleanupAlreadyRunning,
     CleanupArgumentError,
     CleanupRequest,
+    CleanupResult,
+    OrphanScope,
 )
 
 # Exit status when another run holds the lock (1 is an error, 2 a usage error).
 EXIT_LOCKED = 3
+
+
+# The options that go into the CleanupRequest as they are parsed.
+REQUEST_OPTIONS = ("dry_run", "min_age", "batch_size", "max_rows", "max_runtime", "sleep")
+
+
+def build_request(options: Mapping[str, Any]) -> CleanupRequest:
+    """The command's parsed options as the one request the service runs."""
+    projects, regression_type = options["projects"], options["regression_type"]
+    scope = OrphanScope(
+        project_ids=tuple(sorted(set(projects))) if projects else None,
+        regression_type=RegressionType[regression_type.upper()] if regression_type else None,
+        after_id=options["start_after_id"],
+        shard=options["shard"],
+    )
+    return CleanupRequest(
+        action=CleanupAction(options["action"]),
+        scope=scope,
+        using=options["database"],
+        **{name: options[name] for name in REQUEST_OPTIONS},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,15 +150,24 @@ def refuse_bad_list_options(*, dry_run: bool, list_orphans: bool, list_limit: in
         raise CommandError("--list-limit needs --list", returncode=EXIT_USAGE)
 
 
-def write_textfile(path: str, *, failed: bool, stderr_write: Callable[[str], None]) -> str:
-    """Write the textfile; what went wrong, if anything (printed at once if the run failed)."""
+def write_textfile(
+    path: str | None, result: CleanupResult | None, *, batches_run: int, stderr: OutputWrapper
+) -> str:
+    """Write ``--metrics-textfile`` after the run; what went wrong, if anything (printed at once
+    when the run itself failed, since its own error is what the command then raises).
+
+    Only a run that held its lock and read the database reports: a refused run (exit 3), a run
+    that could not connect or was given bad input leaves the file as it was.
+    """
+    if path is None or (result is None and not batches_run):
+        return ""
     try:
         metrics.write_textfile(path)
     except (OutputFileError, OSError) as error:
         problem = getattr(error, "problem", None) or getattr(error, "strerror", None)
         message = f"--metrics-textfile: cannot write to {path}: {problem}"
-        if failed:
-            stderr_write(message)
+        if result is None:
+            stderr.write(message)
         return message
     return ""
 

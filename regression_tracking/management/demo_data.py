@@ -75,6 +75,77 @@ class DemoSummary:
     grouphashes: int
 
 
+class _DemoRows:
+    """Creates the demo's rows in one database: regressions, and issues for them."""
+
+    def __init__(self, *, using: str, now: datetime) -> None:
+        self.using = using
+        self.now = now
+        self.short_ids = iter(range(1, 100))
+
+    def regression(
+        self,
+        project: Project,
+        regression_type: RegressionType,
+        name: str | int,
+        *,
+        version: int = 1,
+        active: bool = True,
+        added: datetime | None = None,
+    ) -> RegressionGroup:
+        added = added or self.now - timedelta(days=3)
+        return RegressionGroup.objects.using(self.using).create(
+            project=project,
+            type=regression_type,
+            fingerprint=generate_fingerprint(regression_type, name),
+            version=version,
+            active=active,
+            date_added=added,
+            date_updated=added,
+            date_regressed=added,
+            date_resolved=None if active else added + timedelta(hours=1),
+            baseline=120.0,
+            regressed=480.0,
+        )
+
+    def issue(self, regression: RegressionGroup, *, discarded: bool = False) -> GroupHash:
+        group = None
+        if not discarded:
+            group = Group.objects.using(self.using).create(
+                project=regression.project,
+                message=f"Regression: {regression.fingerprint}",
+                short_id=next(self.short_ids),
+            )
+        return GroupHash.objects.using(self.using).create(
+            project=regression.project,
+            hash=hash_fingerprint([regression.fingerprint])[0],
+            group=group,
+            group_tombstone_id=1 if discarded else None,
+        )
+
+
+def _create_demo_rows(rows: _DemoRows, backend: Project, frontend: Project) -> None:
+    endpoint, function = RegressionType.ENDPOINT, RegressionType.FUNCTION
+    # Linked: a regression and its live issue, plus an old inactive version sharing it.
+    rows.regression(backend, endpoint, "/api/checkout", version=1, active=False)
+    rows.issue(rows.regression(backend, endpoint, "/api/checkout", version=2))
+    rows.issue(rows.regression(backend, function, 3735928559))
+    rows.issue(rows.regression(backend, endpoint, "/api/health"))
+    # Orphans: the issue was never created (an inactive old version too) ...
+    rows.regression(backend, endpoint, "/api/search", version=1, active=False)
+    rows.regression(backend, endpoint, "/api/search", version=2)
+    # ... deleted with its GroupHash ...
+    deleted = rows.issue(rows.regression(frontend, endpoint, "/checkout"))
+    assert deleted.group is not None
+    deleted.group.delete()
+    # ... discarded (GroupHash kept, group NULL) ...
+    rows.issue(rows.regression(frontend, function, 48879), discarded=True)
+    # ... the same endpoint as a linked one, but in another project ...
+    rows.regression(frontend, endpoint, "/api/health")
+    # ... and one so recent its issue may still be on its way.
+    rows.regression(frontend, endpoint, "/api/new", added=rows.now - timedelta(hours=1))
+
+
 def load_demo_data(*, replace: bool = False, using: str = DEFAULT_DB_ALIAS) -> DemoSummary:
     """Load the demo organization into a database that holds nothing else.
 
@@ -82,8 +153,6 @@ def load_demo_data(*, replace: bool = False, using: str = DEFAULT_DB_ALIAS) -> D
     not create, and one where the demo is loaded already unless ``replace``: then only the demo's
     own organization (its slug and its mark) is deleted and loaded afresh.
     """
-    now = timezone.now()
-    three_days_ago = now - timedelta(days=3)
     with transaction.atomic(using=using):
         if _check_demo_database(replace=replace, using=using):
             Organization.objects.using(using).filter(
@@ -96,65 +165,7 @@ def load_demo_data(*, replace: bool = False, using: str = DEFAULT_DB_ALIAS) -> D
             Project.objects.using(using).create(organization=organization, slug=slug, name=name)
             for slug, name in (("backend", "Backend"), ("frontend", "Frontend"))
         )
-        short_ids = iter(range(1, 100))
-
-        def regression(
-            project: Project,
-            regression_type: RegressionType,
-            name: str | int,
-            *,
-            version: int = 1,
-            active: bool = True,
-            added: datetime = three_days_ago,
-        ) -> RegressionGroup:
-            return RegressionGroup.objects.using(using).create(
-                project=project,
-                type=regression_type,
-                fingerprint=generate_fingerprint(regression_type, name),
-                version=version,
-                active=active,
-                date_added=added,
-                date_updated=added,
-                date_regressed=added,
-                date_resolved=None if active else added + timedelta(hours=1),
-                baseline=120.0,
-                regressed=480.0,
-            )
-
-        def issue(regression: RegressionGroup, *, discarded: bool = False) -> GroupHash:
-            group = None
-            if not discarded:
-                group = Group.objects.using(using).create(
-                    project=regression.project,
-                    message=f"Regression: {regression.fingerprint}",
-                    short_id=next(short_ids),
-                )
-            return GroupHash.objects.using(using).create(
-                project=regression.project,
-                hash=hash_fingerprint([regression.fingerprint])[0],
-                group=group,
-                group_tombstone_id=1 if discarded else None,
-            )
-
-        endpoint, function = RegressionType.ENDPOINT, RegressionType.FUNCTION
-        # Linked: a regression and its live issue, plus an old inactive version sharing it.
-        regression(backend, endpoint, "/api/checkout", version=1, active=False)
-        issue(regression(backend, endpoint, "/api/checkout", version=2))
-        issue(regression(backend, function, 3735928559))
-        issue(regression(backend, endpoint, "/api/health"))
-        # Orphans: the issue was never created (an inactive old version too) ...
-        regression(backend, endpoint, "/api/search", version=1, active=False)
-        regression(backend, endpoint, "/api/search", version=2)
-        # ... deleted with its GroupHash ...
-        deleted = issue(regression(frontend, endpoint, "/checkout"))
-        assert deleted.group is not None
-        deleted.group.delete()
-        # ... discarded (GroupHash kept, group NULL) ...
-        issue(regression(frontend, function, 48879), discarded=True)
-        # ... the same endpoint as a linked one, but in another project ...
-        regression(frontend, endpoint, "/api/health")
-        # ... and one so recent its issue may still be on its way.
-        regression(frontend, endpoint, "/api/new", added=now - timedelta(hours=1))
+        _create_demo_rows(_DemoRows(using=using, now=timezone.now()), backend, frontend)
 
     regressions = RegressionGroup.objects.using(using).filter(project__organization=organization)
     return DemoSummary(

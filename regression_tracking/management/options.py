@@ -17,10 +17,10 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from regression_tracking.cleanup.run import CleanupArgumentError
 from regression_tracking.durations import parse_duration
 from regression_tracking.models import BIGINT_MAX
 from regression_tracking.ops.output_files import OutputFile, OutputFileError, check_output_files
+from regression_tracking.services import CleanupArgumentError
 
 _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")

@@ -29,10 +29,9 @@ from regression_tracking.fingerprints import generate_fingerprint
 from regression_tracking.issues.grouping import lookup_regression_issues
 from regression_tracking.models import RegressionGroup, RegressionType
 from regression_tracking.ops import metrics
-from regression_tracking.orphans import OrphanReason
+from regression_tracking.orphans import GRACE_PERIOD, OrphanReason
 from regression_tracking.statistical_detectors.decisions import (
     BUFFER_PERIOD,
-    ORPHAN_MIN_AGE,
     BreakpointDecision,
     IssueState,
     RegressionAction,
@@ -338,7 +337,7 @@ def save_regressions_with_versions(
     regressions: Iterable[DetectedRegression],
     now: datetime | None = None,
     buffer_period: timedelta = BUFFER_PERIOD,
-    min_age: timedelta = ORPHAN_MIN_AGE,
+    min_age: timedelta = GRACE_PERIOD,
 ) -> list[RegressionOutcome]:
     """Save each detected regression as a new RegressionGroup version where one is due.
 

@@ -19,8 +19,6 @@ from regression_tracking.orphans import GRACE_PERIOD
 # until this long after the previous version's breakpoint, and no escalation or auto-resolution
 # of a version until this long after its date_regressed, so its issue does not flap.
 BUFFER_PERIOD = timedelta(days=1)
-# The grace period: an orphan younger than this may only be waiting for its issue.
-ORPHAN_MIN_AGE = GRACE_PERIOD
 
 # Issue states in which a trend escalates the issue (upstream _filter_escalating_groups).
 ESCALATING_ISSUE_STATES = frozenset(
@@ -145,7 +143,7 @@ def decide_breakpoint(
     breakpoint: datetime,
     now: datetime,
     buffer_period: timedelta = BUFFER_PERIOD,
-    min_age: timedelta = ORPHAN_MIN_AGE,
+    min_age: timedelta = GRACE_PERIOD,
 ) -> BreakpointDecision:
     """Upstream's ``get_regression_versions`` + ``save_regressions_with_versions`` for one
     regression, with the orphan fix.

@@ -22,6 +22,7 @@ from regression_tracking.issues.grouping import lookup_regression_issues
 from regression_tracking.issues.status_change import StatusChange, StatusChangeProducer
 from regression_tracking.models import GroupStatus, GroupSubStatus, RegressionGroup, RegressionType
 from regression_tracking.ops import metrics
+from regression_tracking.orphans import GRACE_PERIOD
 from regression_tracking.statistical_detectors.breakpoint import (
     ORPHAN_DEACTIVATED_MESSAGE,
     ORPHAN_DEACTIVATED_METRIC,
@@ -31,7 +32,6 @@ from regression_tracking.statistical_detectors.breakpoint import (
     validated_now,
 )
 from regression_tracking.statistical_detectors.decisions import (
-    ORPHAN_MIN_AGE,
     DetectorConfig,
     IssueState,
     detector_for,
@@ -136,26 +136,11 @@ def redirect_resolutions(
     return passed_on
 
 
-def redirect_escalations(
-    *,
-    regression_type: RegressionType,
-    candidates: Iterable[TrendCandidate],
-    timestamp: datetime,
-    producer: StatusChangeProducer,
-    min_age: timedelta = ORPHAN_MIN_AGE,
-) -> list[TrendCandidate]:
-    """Escalate each active version whose trend passed upstream's thresholds, outside the buffer,
-    when its issue is ongoing or ignored until escalating: close it, create the next version
-    (``date_regressed = timestamp``, ``baseline = old.regressed``, ``regressed = the moving
-    average``) and produce an ESCALATING status change.
-
-    Returned: the candidates that were not escalation candidates, and those whose orphaned
-    version this call deactivated. Escalation candidates with an issue in another state, or with
-    an orphan younger than ``min_age``, go no further (as upstream).
-    """
-    timestamp = validated_now(timestamp, min_age=min_age)
-    detector = detector_for(regression_type)
-    candidates = list(candidates)
+def _escalation_candidates(
+    detector: DetectorConfig, candidates: list[TrendCandidate], timestamp: datetime
+) -> tuple[list[TrendCandidate], list[tuple[TrendCandidate, RegressionGroup]]]:
+    """The candidates passed on, and the active versions whose trend passed upstream's
+    escalation thresholds outside the buffer (with their candidate)."""
     versions = _active_versions(detector, candidates)
     passed_on: list[TrendCandidate] = []
     escalating: list[tuple[TrendCandidate, RegressionGroup]] = []
@@ -180,6 +165,30 @@ def redirect_escalations(
             escalating.append((candidate, group))
         else:
             passed_on.append(candidate)
+    return passed_on, escalating
+
+
+def redirect_escalations(
+    *,
+    regression_type: RegressionType,
+    candidates: Iterable[TrendCandidate],
+    timestamp: datetime,
+    producer: StatusChangeProducer,
+    min_age: timedelta = GRACE_PERIOD,
+) -> list[TrendCandidate]:
+    """Escalate each active version whose trend passed upstream's thresholds, outside the buffer,
+    when its issue is ongoing or ignored until escalating: close it, create the next version
+    (``date_regressed = timestamp``, ``baseline = old.regressed``, ``regressed = the moving
+    average``) and produce an ESCALATING status change.
+
+    Returned: the candidates that were not escalation candidates, and those whose orphaned
+    version this call deactivated. Escalation candidates with an issue in another state, or with
+    an orphan younger than ``min_age``, go no further (as upstream).
+    """
+    timestamp = validated_now(timestamp, min_age=min_age)
+    detector = detector_for(regression_type)
+    candidates = list(candidates)
+    passed_on, escalating = _escalation_candidates(detector, candidates, timestamp)
     if not escalating:
         metrics.incr(ESCALATED_METRIC, amount=0, tags=detector.tags)
         return passed_on

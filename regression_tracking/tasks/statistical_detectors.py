@@ -20,6 +20,7 @@ from django.db import router, transaction
 
 from regression_tracking.models import RegressionGroup, RegressionType
 from regression_tracking.ops import metrics
+from regression_tracking.orphans import GRACE_PERIOD
 from regression_tracking.statistical_detectors.breakpoint import (
     BATCH_SIZE,
     DetectedRegression,
@@ -35,7 +36,6 @@ from regression_tracking.statistical_detectors.breakpoint import (
 )
 from regression_tracking.statistical_detectors.decisions import (
     BUFFER_PERIOD,
-    ORPHAN_MIN_AGE,
     SkipReason,
     detector_for,
 )
@@ -65,7 +65,7 @@ def detect_function_change_points(
     emit: OccurrenceEmitter,
     now: datetime | None = None,
     buffer_period: timedelta = BUFFER_PERIOD,
-    min_age: timedelta = ORPHAN_MIN_AGE,
+    min_age: timedelta = GRACE_PERIOD,
     regression_type: RegressionType = RegressionType.FUNCTION,
 ) -> list[RegressionOutcome]:
     """Decide the versions, emit the occurrences of the new ones, save only the emitted ones.

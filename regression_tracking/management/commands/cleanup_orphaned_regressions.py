@@ -16,6 +16,7 @@ from regression_tracking.cleanup.listing import DEFAULT_LIST_LIMIT, MAX_LIST_LIM
 from regression_tracking.durations import DURATION_HELP, format_duration
 from regression_tracking.management.cleanup_report import CleanupReporter
 from regression_tracking.management.cleanup_run import (
+    build_request,
     prepare,
     refuse_bad_list_options,
     run_errors,
@@ -35,19 +36,14 @@ from regression_tracking.management.options import (
 )
 from regression_tracking.management.streams import GuardedOutputCommand
 from regression_tracking.models import RegressionType
-from regression_tracking.orphans import GRACE_PERIOD
 from regression_tracking.services import (
     DEFAULT_BATCH_SIZE,
+    GRACE_PERIOD,
     MAX_BATCH_SIZE,
     CleanupAction,
-    CleanupRequest,
     CleanupResult,
-    OrphanScope,
     run_cleanup,
 )
-
-# The options that go into the CleanupRequest as they are parsed.
-REQUEST_OPTIONS = ("dry_run", "min_age", "batch_size", "max_rows", "max_runtime", "sleep")
 
 
 class Command(GuardedOutputCommand, ExactOptionsCommand):
@@ -185,12 +181,6 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
     def handle(
         self,
         *,
-        action: str,
-        regression_type: str | None,
-        projects: list[int] | None,
-        start_after_id: int | None,
-        shard: tuple[int, int] | None,
-        database: str,
         backup: str | None,
         metrics_textfile: str | None,
         list_orphans: bool,
@@ -199,22 +189,11 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        check_database(database)
+        check_database(options["database"])
         refuse_bad_list_options(
             dry_run=options["dry_run"], list_orphans=list_orphans, list_limit=list_limit
         )
-        scope = OrphanScope(
-            project_ids=tuple(sorted(set(projects))) if projects else None,
-            regression_type=RegressionType[regression_type.upper()] if regression_type else None,
-            after_id=start_after_id,
-            shard=shard,
-        )
-        request = CleanupRequest(
-            action=CleanupAction(action),
-            scope=scope,
-            using=database,
-            **{name: options[name] for name in REQUEST_OPTIONS},
-        )
+        request = build_request(options)
         prepared = prepare(
             request,
             backup=backup,
@@ -231,7 +210,6 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
             listing=prepared.listing,
         )
         result: CleanupResult | None = None
-        textfile_error = ""
         try:
             with (
                 run_errors(request, backup=backup, batches_hint=reporter.batches_hint),
@@ -246,12 +224,9 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
                 )
         finally:
             reporter.close()
-            # Only a run that held its lock and read the database reports: a refused run (exit
-            # 3), a run that could not connect or was given bad input leaves the file as it was.
-            if metrics_textfile is not None and (result is not None or reporter.batches_run):
-                textfile_error = write_textfile(
-                    metrics_textfile, failed=result is None, stderr_write=self.stderr.write
-                )
+            textfile_error = write_textfile(
+                metrics_textfile, result, batches_run=reporter.batches_run, stderr=self.stderr
+            )
         if textfile_error:
             raise CommandError(textfile_error)
         assert result is not None

@@ -40,7 +40,7 @@ DEFAULT_LOOKUP_PAIRS = 10_000
 DEFAULT_REPEAT = 3
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
-# Issue 5's targets, at the default batch size.
+# The targets, at the default batch size.
 DETECTION_TARGET = 1.5
 WRITE_TARGET = 1.25
 LOOKUP_LOOP_TARGET = 10.0

@@ -1,4 +1,4 @@
-"""Issue 12 item 5: the cleanup against the floor and two peers on more than one data shape.
+"""The cleanup against the floor and two peers on more than one data shape.
 
     .venv/bin/python -m benchmarks.shapes [--database-url URL] [--scale 100000,3000000]
 

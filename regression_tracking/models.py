@@ -168,8 +168,8 @@ class RegressionGroup(models.Model):
             models.Index(fields=("type", "project", "fingerprint", "active")),
             # Not upstream's: the issue key of a RegressionGroup, (project_id, md5(fingerprint)),
             # so the lookup finds the RegressionGroups of a missing hash by an index probe instead
-            # of hashing every fingerprint of the project (benchmarks.detector_view: 100 pairs
-            # with 10 missing in a 100k-row project, 328-806 ms without it, 10-36 ms with it).
+            # of hashing every fingerprint of the project (benchmarks.detector_view measures the
+            # lookup with and without it).
             models.Index(F("project"), MD5("fingerprint"), name="regressiongroup_issue_key_idx"),
         )
 

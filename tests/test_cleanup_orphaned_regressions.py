@@ -4,7 +4,6 @@ import json
 import re
 import signal
 import subprocess
-import time
 from datetime import datetime, timedelta
 from io import StringIO
 
@@ -38,6 +37,29 @@ COMMAND = "cleanup_orphaned_regressions"
 
 def days_ago(days: float) -> datetime:
     return timezone.now() - timedelta(days=days)
+
+
+class FakeTime:
+    """The command's clock and pause: time moves only when the run pauses."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.pauses: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_time(monkeypatch) -> FakeTime:
+    fake = FakeTime()
+    monkeypatch.setattr(CleanupCommand, "clock", staticmethod(fake.clock))
+    monkeypatch.setattr(CleanupCommand, "pause", staticmethod(fake.pause))
+    return fake
 
 
 @pytest.fixture
@@ -182,15 +204,20 @@ class TestOptions:
         assert "deleted: 1\n" in run("--start-after-id", last_id[1])
         assert remaining() == {world["linked"].id, world["recent"].id}
 
-    def test_max_runtime(self, world) -> None:
+    def test_max_runtime(self, world, fake_time) -> None:
         output = run("--max-runtime", "1s", "--sleep", "1.5", "--batch-size", "1")
         assert "batches: 1\n" in output
         assert "stop reason: max_runtime\n" in output
+        # The pause after the first batch is cut at the deadline, and nothing runs after it.
+        assert sum(fake_time.pauses) == pytest.approx(1.0)
+        assert fake_time.now == pytest.approx(1.0)
 
-    def test_sleep(self, world) -> None:
-        started = time.monotonic()
-        run("--sleep", "0.3", "--batch-size", "1")
-        assert time.monotonic() - started >= 0.6
+    def test_sleep(self, world, fake_time) -> None:
+        output = run("--sleep", "0.3", "--batch-size", "1")
+        assert "batches: 3\n" in output
+        # 0.3 s between batches 1-2 and 2-3, none after the last.
+        assert sum(fake_time.pauses) == pytest.approx(0.6)
+        assert fake_time.now == pytest.approx(0.6)
 
     def test_backup_then_restore_gives_back_identical_rows(self, world, tmp_path) -> None:
         before = snapshot()

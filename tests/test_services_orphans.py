@@ -340,7 +340,11 @@ issue_states = st.dictionaries(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(rows=regression_rows, issues=issue_states, scope_project=st.none() | st.integers(0, 2))
-def test_selection_agrees_with_a_brute_force_oracle(rows, issues, scope_project) -> None:
+def test_the_rule_and_the_census_agree_with_a_brute_force_oracle(
+    rows, issues, scope_project
+) -> None:
+    # The census restates the rule's reason and predicate over one join (cleanup/detection.py):
+    # on every reason, age and scope it must find what the rule's own expressions select.
     with transaction.atomic():
         projects = ProjectFactory.create_batch(3)
         now = timezone.now()
@@ -378,9 +382,20 @@ def test_selection_agrees_with_a_brute_force_oracle(rows, issues, scope_project)
             reason = MISSING if state is None else WITHOUT_GROUP
             expected.append(Orphan(regression.id, projects[p].id, reason, active, age > 24))
         # Ages of exactly 24 h sit on the cutoff; the SQL compares strictly, like the oracle.
-        assert select_orphans(cutoff=now - GRACE, scope=scope) == sorted(
-            expected, key=lambda o: o.id
-        )
+        expected.sort(key=lambda o: o.id)
+        assert select_orphans(cutoff=now - GRACE, scope=scope) == expected
+        for active_only in (False, True):
+            census = detect_orphans(cutoff=now - GRACE, scope=scope, active_only=active_only)
+            assert census.scanned == sum(
+                scope_project is None or p == scope_project for p, *_ in rows
+            )
+            assert census.by_reason == {
+                reason: sum(o.reason is reason for o in expected) for reason in OrphanReason
+            }
+            assert census.too_recent == sum(not o.old_enough for o in expected)
+            assert list(census.eligible_ids) == [
+                o.id for o in expected if o.old_enough and (o.active or not active_only)
+            ]
         transaction.set_rollback(True)
 
 

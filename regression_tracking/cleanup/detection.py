@@ -188,13 +188,11 @@ def _census(
 # 8-byte big-endian integers in id order (one per chunk, below): 100k ids are 0.8 MB on the wire
 # and in the client, against 3.6 MB as the list of ints an ``array_agg`` arrives as.
 #
-# Measured at 1M rows (PostgreSQL 15, 2 shared cores, 100k orphans), in the same runs as the
-# one-statement anti-join count (the floor): this one left join, 1.12-1.15x the floor (and
-# 1.22-1.25x with as many group-less GroupHashes as live ones, whose hash table it builds too);
-# the anti-join followed by a second join of the orphans for their reason, 1.33-1.50x (an index
-# probe per orphan) or 1.27-1.35x (a second hash of the group-less GroupHashes). Only the orphans
-# pass the WHERE and reach the aggregate, so the join stays a Parallel Hash Left Join. The scanned
-# count is a parallel count inside the same statement: 0.05 s.
+# One left join rather than an anti-join followed by a second join for the reason: the second join
+# cost an index probe or a second hash per orphan (benchmarks.shapes and benchmarks.run measure
+# detection against the one-statement floor). Only the orphans pass the WHERE and reach the
+# aggregate, so the join stays a Parallel Hash Left Join; the scanned count is a parallel count
+# inside the same statement.
 #
 # The eligible ids come in one row per CENSUS_CHUNK_IDS ids of the range (each with its counts),
 # after one row that is always there (the LEFT JOIN on a one-row relation) even when no row is an
@@ -273,12 +271,12 @@ def detect_orphans(
     connection = connections[using]
     with transaction.atomic(using=using), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # JIT compilation cost 0.3-0.5 s of the 2.4-2.8 s census at 1M rows (its cost
-            # estimate crosses jit_optimize_above_cost) and saved nothing.
+            # JIT compilation costs a noticeable share of the census at 1M rows (its cost
+            # estimate crosses jit_optimize_above_cost) and saves nothing (benchmarks.run).
             cursor.execute("SELECT set_config('jit', 'off', true)")
             # Only the orphans leave the workers, but PostgreSQL cannot estimate how few (the join
-            # is on an md5 expression): at its guess of half the table it ran the whole join in
-            # one process, 1.93 s against 1.04 s in parallel for the same statement (1M rows,
+            # is on an md5 expression): at its guess of half the table it runs the whole join in
+            # one process, about twice as slow as in parallel (benchmarks.shapes, the shape with
             # as many group-less GroupHashes as live ones). Free tuple transfer keeps it parallel.
             cursor.execute("SELECT set_config('parallel_tuple_cost', '0', true)")
         for id_range in _id_ranges(scope, using):

@@ -164,8 +164,8 @@ def _rows_with_keys(
     connection = connections[router.db_for_read(queryset.model)]
     if connection.vendor == "postgresql":
         # For a computed hash (a RegressionGroup's), the project filter has it computed only over
-        # the rows of the keys' projects, found by the ``project_id`` index: 0.29 s -> 0.17 s for
-        # 10 keys of one project of 100k rows among 200k (benchmarks.detector_view). A column
+        # the rows of the keys' projects, found by the ``project_id`` index, not over the whole
+        # table (benchmarks.detector_view measures it). A column
         # (GroupHash.hash) needs none: the (project_id, hash) index serves the keys.
         narrowed = queryset
         if not isinstance(issue_hash, F):
@@ -302,11 +302,23 @@ class RegressionIssues:
     orphan_reasons: dict[int, OrphanReason]
 
 
-def lookup_regression_issues(regressions: Iterable[RegressionGroup]) -> RegressionIssues:
-    """The issues of RegressionGroups the caller holds, in one lookup, logging nothing."""
+def lookup_regression_issues(
+    regressions: Iterable[RegressionGroup], *, log_missing: bool = False
+) -> RegressionIssues:
+    """The issues of RegressionGroups the caller holds, in one lookup statement.
+
+    With ``log_missing``, one "Missing issue group for regression issue" WARNING per orphaned
+    issue key, naming the given RegressionGroups that have it; nothing is queried again.
+    Without, nothing is logged (the detector logs what it decides instead).
+    """
     keys = {regression.id: regression_issue_key(regression) for regression in regressions}
     lookup = lookup_issue_groups(keys.values())
     groups = {regression_id: lookup.groups.get(key) for regression_id, key in keys.items()}
+    if log_missing and lookup.missing:
+        ids_by_key: defaultdict[IssueKey, list[int]] = defaultdict(list)
+        for regression_id, (project_id, fingerprint) in keys.items():
+            ids_by_key[(project_id, fingerprint[0])].append(regression_id)
+        _log_missing(lookup, ids_by_key)
     reasons = {
         regression_id: lookup.reason(keys[regression_id])
         for regression_id, group in groups.items()
@@ -318,17 +330,6 @@ def lookup_regression_issues(regressions: Iterable[RegressionGroup]) -> Regressi
 def get_issue_groups_for_regressions(
     regressions: Iterable[RegressionGroup],
 ) -> dict[int, Group | None]:
-    """Each RegressionGroup's live Group or None, by RegressionGroup id, in one statement.
-
-    The detector's view: one "Missing issue group for regression issue" WARNING per orphaned
-    issue key, naming the given RegressionGroups that have it; nothing is queried again.
-    """
-    held = list(regressions)
-    keys = {regression.id: regression_issue_key(regression) for regression in held}
-    lookup = lookup_issue_groups(keys.values())
-    ids_by_key: defaultdict[IssueKey, list[int]] = defaultdict(list)
-    for regression_id, (project_id, fingerprint) in keys.items():
-        ids_by_key[(project_id, fingerprint[0])].append(regression_id)
-    if lookup.missing:
-        _log_missing(lookup, ids_by_key)
-    return {regression_id: lookup.groups.get(key) for regression_id, key in keys.items()}
+    """Each RegressionGroup's live Group or None, by RegressionGroup id, in one statement; the
+    missing ones logged (``lookup_regression_issues`` with ``log_missing``)."""
+    return lookup_regression_issues(regressions, log_missing=True).groups

@@ -6,7 +6,9 @@ what it prints in ``management/cleanup_report.py``, the service in ``cleanup/run
 
 from __future__ import annotations
 
+import time
 from argparse import ArgumentParser
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -47,6 +49,9 @@ from regression_tracking.services import (
 
 
 class Command(GuardedOutputCommand, ExactOptionsCommand):
+    # The run's time, as the service takes it; tests put a fake clock here.
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+    pause: Callable[[float], None] = staticmethod(time.sleep)
     help = (
         "Delete or deactivate RegressionGroups whose issue is missing (no GroupHash with a live "
         "group for their project and md5(fingerprint)), once they are older than a grace period."
@@ -221,6 +226,8 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
                     backup=prepared.backup,
                     on_batch=reporter.batch,
                     should_stop=stop_requested.is_set,
+                    clock=self.clock,
+                    pause=self.pause,
                 )
         finally:
             reporter.close()

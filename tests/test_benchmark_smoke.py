@@ -1,8 +1,9 @@
-"""A small run of the benchmark (``python -m benchmarks.run``), so its code cannot rot.
+"""Smoke tests of the benchmark (``python -m benchmarks.run``): a small run, so its code cannot rot.
 
 It fills the test database itself (TRUNCATE, bulk INSERTs with the foreign-key triggers off, so
 the role must be a superuser, as the suite's is) and runs the commands in subprocesses against it.
-Timings are not asserted: at this size they say nothing.
+Timings are not asserted, so these tests cannot fail on a slowdown: at this size they say
+nothing. The figures come from the benchmark itself, on its own data (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def assert_seconds(value: object) -> None:
 
 @pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
-def test_small_run_produces_every_figure() -> None:
+def test_smoke_small_run_produces_every_figure() -> None:
     report = run_benchmark(
         database_url=database_url(), rows=ROWS, repeat=1, lookup_pairs=1_000, explain=True
     )
@@ -69,7 +70,7 @@ def test_small_run_produces_every_figure() -> None:
 
 @pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
-def test_small_run_of_a_shape_with_its_peers() -> None:
+def test_smoke_small_run_of_a_shape_with_its_peers() -> None:
     figures = measure_shape(
         "discarded", rows=400, projects=10, database_url=database_url(), repeat=1
     )
@@ -86,7 +87,7 @@ def test_small_run_of_a_shape_with_its_peers() -> None:
 
 @pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
-def test_a_scaling_run_measures_the_command_without_the_peers() -> None:
+def test_smoke_a_scaling_run_measures_the_command_without_the_peers() -> None:
     figures = measure_shape(
         "default", rows=400, projects=10, database_url=database_url(), repeat=1, peers=False
     )

@@ -7,6 +7,7 @@ its lock. Issue 11 #1, #2, #3, #7 and #10 (a FIFO as --backup), with their varia
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ import pytest
 from regression_tracking.cleanup.backup import row_to_dict
 from regression_tracking.cleanup.locking import CLEANUP_LOCK_CLASS
 from regression_tracking.models import RegressionGroup
-from regression_tracking.services import BackupWriter, read_backup
+from regression_tracking.services import BackupWriteError, BackupWriter, read_backup
 from tests.reliability import (
     COMMAND,
     backup_ids,
@@ -316,3 +317,29 @@ def test_constructing_a_writer_only_looks_at_the_path(tmp_path) -> None:
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backup.jsonl"]
     assert path.read_bytes() == b"not a backup, no newline"
+
+
+def test_a_full_disk_while_moving_a_cut_line_aside_leaves_no_side_file(
+    world, tmp_path, monkeypatch
+) -> None:
+    backup = tmp_path / "backup.jsonl"
+    content = _row_lines(sorted(world.eligible)[:1]) + b'{"id": 999999, "date_added": "2026-'
+    backup.write_bytes(content)
+    real_write = os.write
+
+    def write_to_a_full_disk(fd: int, data: bytes) -> int:
+        # Only the side file's writes fail, as on a disk with room for nothing more.
+        if ".cut-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write_to_a_full_disk)
+    for _attempt in range(3):
+        with (
+            pytest.raises(BackupWriteError, match="No space left on device"),
+            BackupWriter(str(backup)) as writer,
+        ):
+            writer.write([])
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backup.jsonl"]
+    assert backup.read_bytes() == content

@@ -179,13 +179,19 @@ def _move_aside(fd: int, path: Path, start: int, size: int) -> Path:
     side = path.with_name(f"{path.name}.cut-{stamp}")
     side_fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        for offset in range(start, size, READ_CHUNK):
-            chunk = os.pread(fd, min(READ_CHUNK, size - offset), offset)
-            while chunk:
-                chunk = chunk[os.write(side_fd, chunk) :]
-        os.fsync(side_fd)
-    finally:
-        os.close(side_fd)
+        try:
+            for offset in range(start, size, READ_CHUNK):
+                chunk = os.pread(fd, min(READ_CHUNK, size - offset), offset)
+                while chunk:
+                    chunk = chunk[os.write(side_fd, chunk) :]
+            os.fsync(side_fd)
+        finally:
+            os.close(side_fd)
+    except BaseException:
+        # A full disk, say: the line stays where it was, and no empty or partial side file is
+        # left behind for each rerun to add another.
+        side.unlink(missing_ok=True)
+        raise
     _fsync_folder(side.parent)
     os.ftruncate(fd, start)
     os.fsync(fd)

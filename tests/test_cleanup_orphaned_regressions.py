@@ -272,6 +272,8 @@ class TestBadInput:
             (["--max-rows", "9" * 30], "argument --max-rows: '9999"),
             (["--min-age", "5"], "argument --min-age: invalid duration '5'"),
             (["--min-age=-1h"], "argument --min-age: invalid duration '-1h'"),
+            (["--min-age", "-1d"], "argument --min-age: invalid duration '-1d'"),
+            (["--max-runtime", "-5m"], "argument --max-runtime: invalid duration '-5m'"),
             (["--min-age", "1w"], "argument --min-age: invalid duration '1w'"),
             (["--min-age", "99999999999d"], "argument --min-age: duration '99999999999d' is too"),
             (["--max-runtime", "0"], "argument --max-runtime: must be positive"),

@@ -200,6 +200,17 @@ class TestListOption:
             "\n" + summary("deleted", 3)
         )
 
+    def test_control_characters_are_escaped_as_in_json(self, world) -> None:
+        world["old_active"].project.slug = "check\nout"
+        world["old_active"].project.save()
+        RegressionGroup.objects.filter(id=102).update(fingerprint="ab\tcd\x1b[31m\\x\x7f")
+        lines = run("--dry-run", "--list").splitlines()
+        # One line per orphan: a newline in a cell would have broken the table.
+        assert [line.split()[0] for line in lines[1:5]] == ["102", "103", "104", "listed"]
+        assert lines[1].split()[2:4] == ["check\\nout", "endpoint"]
+        assert "ab\\tcd\\u001b[31m\\\\x\\u007f" in lines[1]
+        assert all(char.isprintable() for line in lines for char in line)
+
     def test_deactivate_lists_only_active_orphans(self, world) -> None:
         output = run("--dry-run", "--list", "--action", "deactivate")
         assert output.splitlines()[1:4] == [

@@ -23,13 +23,30 @@ COLUMNS = ("id", "project", "slug", "type", "fingerprint", "reason", "age", "act
 RIGHT_ALIGNED = frozenset({"id", "project"})
 
 
+def _escaped(char: str) -> str:
+    if char.isprintable() and char != "\\":
+        return char
+    # As the JSON output writes it (\\, \n, \t, \u001b, surrogate pairs beyond U+FFFF);
+    # JSON leaves DEL as it is, which a terminal does not show: \u007f.
+    escaped = json.dumps(char)[1:-1]
+    return escaped if escaped != char else f"\\u{ord(char):04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with each backslash and each character that is not printable (control characters,
+    line and paragraph separators) escaped as JSON escapes them, so a cell never breaks its line."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(map(_escaped, text))
+
+
 def _cells(orphan: ListedOrphan) -> tuple[str, ...]:
     return (
         str(orphan.id),
         str(orphan.project_id),
-        orphan.project_slug or "-",
+        printable(orphan.project_slug or "-"),
         orphan.type.name.lower(),
-        orphan.fingerprint,
+        printable(orphan.fingerprint),
         str(orphan.reason),
         format_age(orphan.age),
         "yes" if orphan.active else "no",

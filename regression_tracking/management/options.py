@@ -25,6 +25,8 @@ from regression_tracking.services import CleanupArgumentError
 _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _SHARD = re.compile(r"([0-9]+)/([0-9]+)")
+# What argparse may read as a value although it starts with "-": a negative number or duration.
+_NEGATIVE_VALUE = re.compile(r"^-[0-9]+[smhd]?$|^-[0-9]*\.[0-9]+$")
 # The longest pause between batches.
 MAX_SLEEP_SECONDS = 3600
 # Exit status of a usage error, as argparse gives it.
@@ -128,4 +130,7 @@ class ExactOptionsCommand(BaseCommand):
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: object) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         parser.allow_abbrev = False
+        # argparse takes "-1d" for an option (it knows only "-1" and "-0.5" as negative numbers)
+        # and says "expected one argument": as a value, a negative duration gets its own message.
+        parser._negative_number_matcher = _NEGATIVE_VALUE
         return parser

@@ -191,8 +191,9 @@ class CommandProcess:
     Tagged with ``application_name`` so the test can find (and only find) its backend.
     """
 
-    def __init__(self, *args: str, application_name: str) -> None:
-        env = {**manage_env(), "DATABASE_URL": database_url(application_name=application_name)}
+    def __init__(self, *args: str, application_name: str, url: str | None = None) -> None:
+        url = url or database_url(application_name=application_name)
+        env = {**manage_env(), "DATABASE_URL": url}
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             manage_command(COMMAND, *args),

@@ -49,7 +49,8 @@ def _session_lock(
     try:
         yield
     finally:
-        if connection.is_usable():
+        # A connection that died (or was dropped) took its session's locks with it.
+        if connection.connection is not None and connection.is_usable():
             with connection.cursor() as cursor:
                 cursor.execute(f"SELECT pg_advisory_unlock{suffix}(%s, %s)", list(key))
 

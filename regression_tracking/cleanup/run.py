@@ -17,18 +17,25 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.utils import timezone
 
 from regression_tracking.cleanup.backup import BackupWriter
 from regression_tracking.cleanup.batches import BatchWrite, run_batch
+from regression_tracking.cleanup.client_bound import (
+    CANCEL_AFTER_SECONDS,
+    DROP_AFTER_SECONDS,
+    ClientBound,
+)
 from regression_tracking.cleanup.detection import Detection, OrphanScope, detect_orphans
 from regression_tracking.cleanup.locking import (
     MAX_SHARDS,
+    QUERY_CANCELED,
     StatementCancelled,
     StatementTimedOut,
     advisory_lock,
     bounded_statements,
+    sqlstate,
 )
 from regression_tracking.durations import format_duration
 from regression_tracking.ops import metrics
@@ -128,6 +135,23 @@ class CleanupResult:
         data["stop_reason"] = str(self.stop_reason)
         data["elapsed_seconds"] = round(self.elapsed_seconds, 3)
         return data
+
+
+class ConnectionDropped(Exception):
+    """The run was asked to stop, the database did not answer, and the connection was dropped.
+
+    ``result`` holds what was done until then; the batch in flight was rolled back, unless its
+    COMMIT had reached the server before it stopped answering.
+    """
+
+    def __init__(self, result: CleanupResult) -> None:
+        super().__init__(
+            f"the database did not answer within "
+            f"{CANCEL_AFTER_SECONDS + DROP_AFTER_SECONDS:g}s of the stop ({result.stop_reason}): "
+            "its statement was cancelled and the connection dropped; the batch in flight was "
+            "not committed, unless its commit reached the server first"
+        )
+        self.result = result
 
 
 class CleanupArgumentError(ValueError):
@@ -230,7 +254,8 @@ def run_cleanup(
     time (``time.monotonic``, ``time.sleep``). Raises ``CleanupArgumentError`` for a bad request
     (nothing done), ``DetectionLockTimeout`` (naming what holds the table) when detection waits
     too long for a table lock, ``CleanupAlreadyRunning`` when another run holds the lock
-    (PostgreSQL), and database errors as they come; finished batches stay done.
+    (PostgreSQL), ``ConnectionDropped`` when the run was asked to stop and the database stopped
+    answering, and database errors as they come; finished batches stay done.
     """
     _validate(request)
     scope, using = request.scope, request.using
@@ -241,30 +266,35 @@ def run_cleanup(
     result = CleanupResult(dry_run=request.dry_run, action=action, now=now, cutoff=cutoff)
     _log_started(request)
     deadline = started + request.max_runtime.total_seconds() if request.max_runtime else None
-    with advisory_lock(using, scope.shard):
-        detection = _detect(request, cutoff, should_stop)
-        if isinstance(detection, StopReason):
-            result.stop_reason = detection
-        else:
-            result.scanned = detection.scanned
-            result.orphaned = detection.orphaned
-            result.by_reason.update({str(r): count for r, count in detection.by_reason.items()})
-            result.too_recent = detection.too_recent
-            result.eligible = len(detection.eligible_ids)
-            for reason, count in sorted(detection.by_reason.items()):
-                if count:
-                    metrics.incr(DETECTED_METRIC, amount=count, tags={"reason": str(reason)})
-            _run_batches(
-                result,
-                detection.eligible_ids,
-                request,
-                deadline=deadline,
-                backup=backup,
-                on_batch=on_batch,
-                should_stop=should_stop,
-                clock=clock,
-                pause=pause,
-            )
+    bound = ClientBound(using, should_stop=should_stop, deadline=deadline, clock=clock)
+    try:
+        with bound, advisory_lock(using, scope.shard):
+            detection = _detect(request, cutoff, should_stop)
+            if isinstance(detection, StopReason):
+                result.stop_reason = detection
+            else:
+                _record_detection(result, detection)
+                _run_batches(
+                    result,
+                    detection.eligible_ids,
+                    request,
+                    deadline=deadline,
+                    backup=backup,
+                    on_batch=on_batch,
+                    should_stop=should_stop,
+                    clock=clock,
+                    pause=pause,
+                )
+    except DatabaseError as error:
+        # The client-side bound ended a statement the run was waiting on (see client_bound.py).
+        if not bound.cancelled or bound.reason is None:
+            raise
+        result.stop_reason = StopReason(bound.reason)
+        if bound.dropped:
+            result.elapsed_seconds = clock() - started
+            raise ConnectionDropped(result) from error
+        if sqlstate(error) != QUERY_CANCELED:
+            raise
 
     if not request.dry_run and result.acted:
         metric = DELETED_METRIC if action is CleanupAction.DELETE else DEACTIVATED_METRIC
@@ -272,6 +302,17 @@ def run_cleanup(
     result.elapsed_seconds = clock() - started
     logger.info("regression_tracking.cleanup.completed", extra=result.as_dict())
     return result
+
+
+def _record_detection(result: CleanupResult, detection: Detection) -> None:
+    result.scanned = detection.scanned
+    result.orphaned = detection.orphaned
+    result.by_reason.update({str(r): count for r, count in detection.by_reason.items()})
+    result.too_recent = detection.too_recent
+    result.eligible = len(detection.eligible_ids)
+    for reason, count in sorted(detection.by_reason.items()):
+        if count:
+            metrics.incr(DETECTED_METRIC, amount=count, tags={"reason": str(reason)})
 
 
 def _log_started(request: CleanupRequest) -> None:

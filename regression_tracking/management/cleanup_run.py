@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,7 @@ from django.db import DatabaseError, connections
 
 from regression_tracking.cleanup.projects import unknown_project_ids
 from regression_tracking.environment import ConfigurationError
+from regression_tracking.management.cleanup_report import CleanupReporter
 from regression_tracking.management.list_output import DryRunListing
 from regression_tracking.management.options import EXIT_USAGE, output_files, usage_error
 from regression_tracking.models import RegressionType
@@ -30,6 +31,7 @@ from regression_tracking.services import (
     CleanupArgumentError,
     CleanupRequest,
     CleanupResult,
+    ConnectionDropped,
     OrphanScope,
 )
 
@@ -109,15 +111,21 @@ def prepare(
 
 @contextmanager
 def run_errors(
-    request: CleanupRequest, *, backup: str | None, batches_hint: Callable[[], str]
+    request: CleanupRequest, *, backup: str | None, reporter: CleanupReporter
 ) -> Iterator[None]:
     """What the run raises, as the command's one-line errors (exit 1, 2 or 3).
 
-    ``batches_hint`` says whether finished batches stay done. Anything else (a bug) propagates
-    with its traceback.
+    ``reporter`` says whether finished batches stay done, and prints the summary of a run cut
+    short by a silent database. Anything else (a bug) propagates with its traceback.
     """
+    batches_hint = reporter.batches_hint
     try:
         yield
+    except ConnectionDropped as error:
+        connections[request.using].close()
+        reporter.close()
+        reporter.summary(error.result)
+        raise CommandError(f"{error}{batches_hint()}") from error
     except CleanupArgumentError as error:
         raise usage_error(error) from error
     except BackupRefusedError as error:

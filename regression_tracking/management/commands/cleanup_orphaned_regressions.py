@@ -113,7 +113,9 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
             type=duration,
             metavar="DURATION",
             help="Start no new batch after this long; also the longest the detection statement "
-            "may run. Same units as --min-age. Default: no limit.",
+            "may run. A statement still running 2s past it is cancelled, and its connection "
+            "dropped if the database does not answer (exit 1). Same units as --min-age. "
+            "Default: no limit.",
         )
         parser.add_argument(
             "--sleep",
@@ -217,7 +219,7 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
         result: CleanupResult | None = None
         try:
             with (
-                run_errors(request, backup=backup, batches_hint=reporter.batches_hint),
+                run_errors(request, backup=backup, reporter=reporter),
                 prepared.backup or nullcontext(),
                 stop_on_signals() as stop_requested,
             ):

@@ -27,7 +27,9 @@ def main(
         "--check", action="store_true", help="print each anchor found or missing; write nothing"
     )
     mode.add_argument(
-        "--dry-run", action="store_true", help="print the unified diff it would apply; write nothing"
+        "--dry-run",
+        action="store_true",
+        help="print the unified diff it would apply; write nothing",
     )
     args = parser.parse_args(argv)
     checkout: Path = args.checkout
@@ -42,9 +44,7 @@ def main(
             out.write(f"{missing}\n")
     if result.missing:
         sites = ", ".join(sorted({missing.site for missing in result.missing}))
-        err.write(
-            f"port: {len(result.missing)} anchor(s) not found ({sites}); nothing written\n"
-        )
+        err.write(f"port: {len(result.missing)} anchor(s) not found ({sites}); nothing written\n")
         return 1
     if args.check:
         return 0

@@ -22,7 +22,9 @@ def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         yield from walk(child)
 
 
-def find_all(node: cst.CSTNode, kind: type[NodeT], matcher: m.BaseMatcherNode | None = None) -> list[NodeT]:
+def find_all(
+    node: cst.CSTNode, kind: type[NodeT], matcher: m.BaseMatcherNode | None = None
+) -> list[NodeT]:
     return [
         found
         for found in walk(node)
@@ -95,11 +97,11 @@ def parse_statements(code: str) -> list[cst.BaseStatement]:
     Comments above the first statement stay with it (a parsed module keeps them in its header).
     """
     module = cst.parse_module(code)
-    statements = list(module.body)
+    statements: list[cst.BaseStatement] = list(module.body)
     if statements and module.header:
-        statements[0] = statements[0].with_changes(
-            leading_lines=[*module.header, *statements[0].leading_lines]
-        )
+        first = statements[0]
+        assert isinstance(first, cst.SimpleStatementLine | cst.BaseCompoundStatement)
+        statements[0] = first.with_changes(leading_lines=[*module.header, *first.leading_lines])
     return statements
 
 
@@ -156,47 +158,15 @@ def add_import(module: cst.Module, source: str, name: str) -> cst.Module:
     return module.with_changes(body=[*body[: position + 1], new, *body[position + 1 :]])
 
 
-def remove_unused_import(module: cst.Module, source: str, name: str) -> cst.Module:
-    """Drop ``name`` from ``from source import ...`` when nothing else in the module uses it."""
-    uses = [
-        node
-        for node in walk(module)
-        if isinstance(node, cst.Name) and node.value == name
-    ]
-    imports = [
-        statement
-        for statement in module.body
-        if isinstance(statement, cst.SimpleStatementLine)
-        and len(statement.body) == 1
-        and isinstance(statement.body[0], cst.ImportFrom)
-        and statement.body[0].module is not None
-        and dotted(statement.body[0].module) == source
-        and not isinstance(statement.body[0].names, cst.ImportStar)
-    ]
-    if len(imports) != 1 or len(uses) != 1:
-        return module
-    line = imports[0]
-    importing = line.body[0]
-    assert isinstance(importing, cst.ImportFrom)
-    assert not isinstance(importing.names, cst.ImportStar)
-    kept = [alias for alias in importing.names if dotted(alias.name) != name]
-    if not kept:
-        return module.deep_replace(line, cst.RemovalSentinel.REMOVE)  # type: ignore[return-value]
-    kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-    return module.deep_replace(  # type: ignore[return-value]
-        line, line.with_changes(body=[importing.with_changes(names=kept)])
-    )
-
-
 class _ByIdentity(cst.CSTTransformer):
     def __init__(self, edits: dict[int, Edit]) -> None:
         super().__init__()
         self.edits = edits
         self.applied: set[int] = set()
 
-    def on_leave(
+    def on_leave(  # type: ignore[override]
         self, original_node: cst.CSTNode, updated_node: cst.CSTNode
-    ) -> cst.CSTNode | cst.RemovalSentinel | cst.FlattenSentinel[cst.CSTNode]:
+    ) -> Replacement:
         edit = self.edits.get(id(original_node))
         if edit is None:
             return updated_node
@@ -247,7 +217,9 @@ def with_blank_line(statements: list[cst.BaseStatement]) -> list[cst.BaseStateme
     """``statements`` with one blank line above the first."""
     if not statements:
         return statements
-    first = statements[0].with_changes(leading_lines=[cst.EmptyLine(indent=False), *statements[0].leading_lines])
+    first = statements[0]
+    assert isinstance(first, cst.SimpleStatementLine | cst.BaseCompoundStatement)
+    first = first.with_changes(leading_lines=[cst.EmptyLine(indent=False), *first.leading_lines])
     return [first, *statements[1:]]
 
 

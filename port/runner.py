@@ -21,7 +21,7 @@ class Plan:
     changes: dict[str, tuple[str | None, str]] = field(default_factory=dict)
 
     def diff(self) -> str:
-        chunks = []
+        chunks: list[str] = []
         for path, (old, new) in sorted(self.changes.items()):
             chunks.extend(
                 difflib.unified_diff(
@@ -89,7 +89,9 @@ def _plan_new_file(checkout: Path, site: NewFile, text: str | None, result: Plan
         result.found.append(Found(site.path, 1, site.site, "already ported (file identical)"))
     else:
         result.missing.append(
-            Missing(site.path, site.site, "no such file, or the port's own version of it (it differs)")
+            Missing(
+                site.path, site.site, "no such file, or the port's own version of it (it differs)"
+            )
         )
 
 

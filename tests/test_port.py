@@ -129,9 +129,7 @@ class TestCheck:
 
         assert (code, err) == (0, "")
         assert [line.split("  ")[1] for line in out.splitlines()] == [s.site for s in SITES]
-        assert all(
-            "already ported" in line for line in out.splitlines()
-        ), out
+        assert all("already ported" in line for line in out.splitlines()), out
 
 
 class TestApply:
@@ -139,9 +137,7 @@ class TestApply:
         code, out, err = run(checkout)
 
         assert (code, err) == (0, "")
-        assert out == "".join(
-            f"port: wrote {path}\n" for path in sorted([*INPUTS, *NEW_FILES])
-        )
+        assert out == "".join(f"port: wrote {path}\n" for path in sorted([*INPUTS, *NEW_FILES]))
         for path, source in INPUTS.items():
             assert (checkout / path).read_text() == (SOURCES / "expected" / source).read_text()
         for path, template in NEW_FILES.items():
@@ -182,9 +178,10 @@ class TestApply:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
         ]
         assert "timezone.now" not in calls
-        assert "from datetime import datetime, timedelta, timezone" in (
-            checkout / DETECTOR
-        ).read_text()
+        assert (
+            "from datetime import datetime, timedelta, timezone"
+            in (checkout / DETECTOR).read_text()
+        )
 
     def test_the_orphans_module_takes_now_from_django(self) -> None:
         text = (TEMPLATES / "orphans.py.in").read_text()
@@ -200,7 +197,7 @@ class TestDryRun:
 
         code, out, err = run(checkout, "--dry-run")
 
-        expected = []
+        expected: list[str] = []
         for path in sorted([*INPUTS, *NEW_FILES]):
             if path in INPUTS:
                 old = (SOURCES / INPUTS[path]).read_text()

@@ -48,11 +48,15 @@ def locate(locator: Locator) -> Located:
     loop = enclosing_for(function, branch)
     names = target_names(loop)
     if len(names) != 3:
-        raise AnchorMissing(f"the loop around the message call binding (key, regression_group, regression) in {WHERE}")
+        raise AnchorMissing(
+            f"the loop around the message binding (key, group, regression) in {WHERE}"
+        )
     _, group_name, regression_name = names
     resolved_yield = _resolved_yield(loop)
     if not free_names(resolved_yield) <= {group_name, regression_name}:
-        raise AnchorMissing(f"a resolved-issue yield of only {group_name} and {regression_name} in {WHERE}")
+        raise AnchorMissing(
+            f"a resolved-issue yield of only {group_name} and {regression_name} in {WHERE}"
+        )
     imports = imported_names(module)
     for name in ("RegressionGroup", "BreakpointData"):
         if name not in imports:
@@ -104,7 +108,9 @@ def locate(locator: Locator) -> Located:
 def _resolved_yield(loop: cst.For) -> cst.BaseExpression:
     """What the ``if <issue>.status == GroupStatus.RESOLVED:`` branch of the loop yields."""
     for branch in find_all(loop, cst.If):
-        resolved = any(dotted(a) == "GroupStatus.RESOLVED" for a in find_all(branch.test, cst.Attribute))
+        resolved = any(
+            dotted(a) == "GroupStatus.RESOLVED" for a in find_all(branch.test, cst.Attribute)
+        )
         if not resolved:
             continue
         yields = find_all(branch.body, cst.Yield)

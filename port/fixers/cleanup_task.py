@@ -49,26 +49,28 @@ def locate(locator: Locator) -> Located:
         elif keyword is not None:
             arguments.append(f"    {keyword}={locator.code(arg.value)},\n")
         else:
-            raise AnchorMissing("run_detection's @instrumented_task(...) with keyword arguments only")
+            raise AnchorMissing(
+                "run_detection's @instrumented_task(...) with keyword arguments only"
+            )
     task = parse_statements(
-        "@instrumented_task(\n"
-        + "".join(arguments)
-        + ")\n"
+        "@instrumented_task(\n" + "".join(arguments) + ")\n"
         f"def {TASK}() -> None:\n"
-        '    """Deactivates the RegressionGroups whose issue is gone (statistical_detectors.orphans)."""\n'
+        '    """Deactivates the RegressionGroups whose issue is gone (see orphans.py)."""\n'
         f'    if not options.get("{OPTION}"):\n'
         "        return\n"
         "\n"
         f"    {CLEANUP}()\n"
     )
-    task[0] = task[0].with_changes(leading_lines=[cst.EmptyLine(indent=False), cst.EmptyLine(indent=False)])
+    task[0] = task[0].with_changes(
+        leading_lines=[cst.EmptyLine(indent=False), cst.EmptyLine(indent=False)]
+    )
 
     def apply(module: cst.Module) -> cst.Module:
         edited = rewrite(module, {id(neighbour): lambda node: cst.FlattenSentinel([node, *task])})
         return add_import(edited, ORPHANS_MODULE, CLEANUP)
 
     return Located(
-        found=[(neighbour, f"run_detection() with @instrumented_task(name=\"{NEIGHBOUR_NAME}\")")],
+        found=[(neighbour, f'run_detection() with @instrumented_task(name="{NEIGHBOUR_NAME}")')],
         rewrite=apply,
     )
 

@@ -70,7 +70,9 @@ def target_names(loop: cst.For) -> list[str]:
     target = loop.target
     if isinstance(target, cst.Name):
         return [target.value]
-    if isinstance(target, cst.Tuple) and all(isinstance(e.value, cst.Name) for e in target.elements):
+    if isinstance(target, cst.Tuple) and all(
+        isinstance(e.value, cst.Name) for e in target.elements
+    ):
         return [e.value.value for e in target.elements]  # type: ignore[attr-defined]
     return []
 

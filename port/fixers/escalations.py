@@ -60,8 +60,8 @@ def locate(locator: Locator) -> Located:
     collect = parse_statements("orphaned_bundles: list[TrendBundle] = []\n")
     handle = with_blank_line(
         parse_statements(
-            "# An orphan older than the grace period is deactivated; its trend then goes on as one\n"
-            "# without an active version, to change-point detection.\n"
+            "# An orphan past the grace period is deactivated; its trend goes on as one\n"
+            "# without an active version would, to change-point detection.\n"
             f"deactivated_orphans = {DEACTIVATE}(\n"
             "    [\n"
             "        orphaned_bundle.regression_group\n"
@@ -96,9 +96,7 @@ def locate(locator: Locator) -> Located:
         edited = rewrite(
             module,
             {
-                id(parameters): replace_with(
-                    parameters.with_changes(params=[*params, added])
-                ),
+                id(parameters): replace_with(parameters.with_changes(params=[*params, added])),
                 id(message): lambda node: cst.FlattenSentinel(record),
                 id(call): lambda node: _with_keyword(node, "orphaned", "orphaned_bundles"),
                 id(filtered): surround(collect, []),
@@ -141,7 +139,9 @@ def _with_keyword(node: cst.CSTNode, keyword: str, value: str) -> cst.CSTNode:
     that no longer fits its line)."""
     assert isinstance(node, cst.Call)
     module = cst.Module(body=[])
-    arguments = [module.code_for_node(arg.with_changes(comma=cst.MaybeSentinel.DEFAULT)) for arg in node.args]
+    arguments = [
+        module.code_for_node(arg.with_changes(comma=cst.MaybeSentinel.DEFAULT)) for arg in node.args
+    ]
     arguments.append(f"{keyword}={value}")
     lines = "".join(f"    {argument},\n" for argument in arguments)
     return cst.parse_expression(f"{module.code_for_node(node.func)}(\n{lines})")

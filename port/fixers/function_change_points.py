@@ -39,9 +39,7 @@ DUE = "_regressions_due_versions"
 def locate(locator: Locator) -> Located:
     module = locator.module
     flow = top_level_function(module, FLOW)
-    if any(
-        isinstance(s, cst.FunctionDef) and s.name.value == DUE for s in module.body
-    ):
+    if any(isinstance(s, cst.FunctionDef) and s.name.value == DUE for s in module.body):
         return Located(found=[(flow, f"{FLOW}(): already ported ({DUE})")], done=SITE)
     statements = body_of(flow)
     save, detector, regressions = _save_statement(statements)
@@ -96,13 +94,13 @@ def locate(locator: Locator) -> Located:
         f"def {DUE}(\n"
         "    detector: type[RegressionDetector], regressions: list[BreakpointData]\n"
         ") -> list[BreakpointData]:\n"
-        '    """The regressions save_regressions_with_versions would give a version now; none saved.\n'
+        '    """The regressions save_regressions_with_versions would version now; none saved.\n'
         "\n"
-        "    get_regression_versions closes the versions it ends (a resolved issue, an orphan) as it\n"
-        "    does for the save: a regression not emitted then meets an inactive version next time and\n"
-        "    is decided again. The buffer period is save_regressions_with_versions' own.\n"
+        "    get_regression_versions closes the versions it ends (a resolved issue, an\n"
+        "    orphan) as it does for the save: a regression not emitted meets an inactive\n"
+        "    version next time and is decided again. The buffer is the save's own.\n"
         '    """\n'
-        "    due = []\n"
+        "    due: list[BreakpointData] = []\n"
         "    for _, prev_date_regressed, regression in detector.get_regression_versions(\n"
         "        regression for regression in regressions\n"
         "    ):\n"
@@ -158,7 +156,7 @@ def locate(locator: Locator) -> Located:
 
     return Located(
         found=[
-            (save, f"{FLOW}: {locator.code(save.body[0])} (save, then emit)"),  # type: ignore[attr-defined]
+            (save, f"{FLOW}: {locator.code(save.body[0])} (save, then emit)"),
             (loop, f"{FLOW}: the loop over {locator.code(loop.iter)} calling {EMIT}()"),
             (emitter, f"{EMIT}()"),
             (append, f"{EMIT}: payloads.append(...) per {loop_variable}"),

@@ -10,13 +10,17 @@ from port.cst_tools import call_name, rewrite, string_value
 SITE = "option"
 NEIGHBOUR = "statistical_detectors.enable"
 OPTION = "statistical_detectors.orphan_cleanup.enable"
-COMMENT = "# Daily deactivation of RegressionGroups whose issue is gone (statistical_detectors.orphans)."
+COMMENT = (
+    "# Daily deactivation of RegressionGroups whose issue is gone (statistical_detectors.orphans)."
+)
 
 
 def locate(locator: Locator) -> Located:
     registered = _registrations(locator.module)
     if OPTION in registered:
-        return Located(found=[(registered[OPTION][0], f"register({OPTION!r}): already ported")], done=SITE)
+        return Located(
+            found=[(registered[OPTION][0], f"register({OPTION!r}): already ported")], done=SITE
+        )
     if NEIGHBOUR not in registered:
         raise AnchorMissing(f'register("{NEIGHBOUR}", ...) at the top level of the option defaults')
     statement, call = registered[NEIGHBOUR]

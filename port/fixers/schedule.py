@@ -28,7 +28,9 @@ def locate(locator: Locator) -> Located:
     neighbour = keys.get(NEIGHBOUR)
     if neighbour is None or not isinstance(neighbour.value, cst.Dict):
         raise AnchorMissing(f"{SCHEDULES}[{NEIGHBOUR!r}] = {{...}}")
-    entry = {string_value(e.key): e for e in neighbour.value.elements if isinstance(e, cst.DictElement)}
+    entry = {
+        string_value(e.key): e for e in neighbour.value.elements if isinstance(e, cst.DictElement)
+    }
     task, schedule = entry.get("task"), entry.get("schedule")
     task_name = string_value(task.value) if task is not None else None
     if task is None or task_name is None or not task_name.endswith(NEIGHBOUR_TASK):
@@ -39,17 +41,23 @@ def locate(locator: Locator) -> Located:
         or call_name(schedule.value) != "task_crontab"
         or len(schedule.value.args) != len(DAILY)
     ):
-        raise AnchorMissing(f'"schedule": task_crontab(minute, hour, ...) in {SCHEDULES}[{NEIGHBOUR!r}]')
+        raise AnchorMissing(
+            f'"schedule": task_crontab(minute, hour, ...) in {SCHEDULES}[{NEIGHBOUR!r}]'
+        )
     crontab = schedule.value
     new_task = cst.SimpleString(f'"{task_name[: -len(NEIGHBOUR_TASK)]}{TASK}"')
     new_crontab = crontab.with_changes(
-        args=[arg.with_changes(value=cst.SimpleString(f'"{value}"')) for arg, value in zip(crontab.args, DAILY, strict=True)]
+        args=[
+            arg.with_changes(value=cst.SimpleString(f'"{value}"'))
+            for arg, value in zip(crontab.args, DAILY, strict=True)
+        ]
     )
     replaced = {"task": new_task, "schedule": new_crontab}
     value = neighbour.value.with_changes(
         elements=[
             element.with_changes(value=replaced[key])
-            if isinstance(element, cst.DictElement) and (key := string_value(element.key)) in replaced
+            if isinstance(element, cst.DictElement)
+            and (key := string_value(element.key)) in replaced
             else element
             for element in neighbour.value.elements
         ]
@@ -57,21 +65,21 @@ def locate(locator: Locator) -> Located:
     new_entry = neighbour.with_changes(key=cst.SimpleString(f'"{KEY}"'), value=value)
     elements = list(schedules.elements)
     index = elements.index(neighbour)
-    middle = elements[0].comma if index == len(elements) - 1 and len(elements) > 1 else neighbour.comma
+    middle = (
+        elements[0].comma if index == len(elements) - 1 and len(elements) > 1 else neighbour.comma
+    )
 
     def apply(module: cst.Module) -> cst.Module:
         return rewrite(
             module,
             {
                 id(neighbour): lambda node: cst.FlattenSentinel(
-                    [node.with_changes(comma=middle), new_entry]  # type: ignore[list-item]
+                    [node.with_changes(comma=middle), new_entry]
                 )
             },
         )
 
-    return Located(
-        found=[(neighbour, f"{SCHEDULES}[{NEIGHBOUR!r}] -> {task_name}")], rewrite=apply
-    )
+    return Located(found=[(neighbour, f"{SCHEDULES}[{NEIGHBOUR!r}] -> {task_name}")], rewrite=apply)
 
 
 def _schedules(module: cst.Module) -> cst.Dict:
@@ -85,7 +93,7 @@ def _schedules(module: cst.Module) -> cst.Dict:
                 targets = [small.target]
             else:
                 continue
-            if any(isinstance(t, cst.Name) and t.value == SCHEDULES for t in targets):
-                if isinstance(small.value, cst.Dict):
-                    return small.value
+            named = any(isinstance(t, cst.Name) and t.value == SCHEDULES for t in targets)
+            if named and isinstance(small.value, cst.Dict):
+                return small.value
     raise AnchorMissing(f"{SCHEDULES} = {{...}} at the top level of the settings")

@@ -225,3 +225,32 @@ def with_blank_line(statements: list[cst.BaseStatement]) -> list[cst.BaseStateme
 
 def replace_with(replacement: Replacement) -> Edit:
     return lambda node: replacement
+
+
+def _line_break(indent: str) -> cst.ParenthesizedWhitespace:
+    return cst.ParenthesizedWhitespace(
+        first_line=cst.TrailingWhitespace(newline=cst.Newline()),
+        indent=True,
+        last_line=cst.SimpleWhitespace(indent),
+    )
+
+
+def append_parameter(node: cst.CSTNode, parameter: cst.Param) -> cst.FunctionDef:
+    """The function with ``parameter`` after its last positional-or-keyword parameter.
+
+    The parameters are laid out one a line with a trailing comma (as black lays out a signature
+    that no longer fits one line); the default indentation is one level below the ``def``.
+    """
+    assert isinstance(node, cst.FunctionDef)
+    params = [*node.params.params, parameter]
+    laid_out = [
+        param.with_changes(
+            comma=cst.Comma(whitespace_after=_line_break("" if last else "    ")),
+            whitespace_after_param=cst.SimpleWhitespace(""),
+        )
+        for param, last in zip(params, [False] * (len(params) - 1) + [True], strict=True)
+    ]
+    return node.with_changes(
+        params=node.params.with_changes(params=laid_out),
+        whitespace_before_params=_line_break("    "),
+    )

@@ -41,24 +41,23 @@ NEW_FILES = {
 
 CHECK_OUTPUT = f"""\
 {ORPHANS}:1  orphans  new file (absent, will be written)
-{DETECTOR}:74  site 1  RegressionDetector.get_regression_versions()
-{DETECTOR}:96  site 1  capture_message("Missing issue group for regression issue") followed by \
+{DETECTOR}:56  site 1  RegressionDetector.get_regression_versions()
+{DETECTOR}:70  site 1  capture_message("Missing issue group for regression issue") followed by \
 continue in the active-regressions loop
-{DETECTOR}:102  site 1  the resolved-issue yield: regression_group.version, \
-regression_group.date_regressed, regression
-{DETECTOR}:88  site 1  the batch loop around it (orphans are deactivated per batch)
-{DETECTOR}:57  site 2  RegressionDetector._filter_escalating_groups()
-{DETECTOR}:68  site 2  capture_message("Missing issue group for regression issue") followed by \
+{DETECTOR}:75  site 1  the resolved-issue yield: group.version, group.date_regressed, detected
+{DETECTOR}:65  site 1  the batch loop around it (orphans are deactivated per batch)
+{DETECTOR}:44  site 2  RegressionDetector._filter_escalating_groups()
+{DETECTOR}:51  site 2  capture_message("Missing issue group for regression issue") followed by \
 continue in its loop over the bundles
-{DETECTOR}:51  site 2  RegressionDetector.redirect_escalations: the loop over \
+{DETECTOR}:39  site 2  RegressionDetector.redirect_escalations: the loop over \
 cls._filter_escalating_groups(...)
-{TASKS}:41  site 3  _detect_function_change_points: regressions = \
+{TASKS}:37  site 3  _detect_function_change_points: regressions = \
 FunctionRegressionDetector.save_regressions_with_versions(regressions) (save, then emit)
-{TASKS}:46  site 3  _detect_function_change_points: the loop over chunked(regressions, 100) \
+{TASKS}:39  site 3  _detect_function_change_points: the loop over chunked(regressions, 50) \
 calling emit_function_regression_issue()
-{TASKS}:53  site 3  emit_function_regression_issue()
-{TASKS}:64  site 3  emit_function_regression_issue: payloads.append(...) per regression
-{TASKS}:70  site 3  emit_function_regression_issue: response.status != 200
+{TASKS}:45  site 3  emit_function_regression_issue()
+{TASKS}:50  site 3  emit_function_regression_issue: payloads.append(...) per regression
+{TASKS}:54  site 3  emit_function_regression_issue: answer.status != 200
 {TASKS}:23  daily task  run_detection() with \
 @instrumented_task(name="sentry.tasks.statistical_detectors.run_detection")
 {SERVER}:8  schedule  TASKWORKER_REGION_SCHEDULES['statistical-detectors-detect-regressions'] \
@@ -275,7 +274,7 @@ MESSAGE = '"Missing issue group for regression issue"'
             id="save statement gone",
         ),
         pytest.param(
-            edit(TASKS, "    if response.status != 200:", "    if response.status >= 400:"),
+            edit(TASKS, "    if answer.status != 200:", "    if answer.status >= 400:"),
             [
                 f"{TASKS}  site 3  NOT FOUND: if <response>.status != 200: ... in "
                 "emit_function_regression_issue"

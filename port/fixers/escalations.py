@@ -14,13 +14,13 @@ import libcst as cst
 from port.base import AnchorMissing, Located, Locator
 from port.cst_tools import (
     add_import,
+    append_parameter,
     body_of,
     call_name,
     class_def,
     find_all,
     method,
     parse_statements,
-    replace_with,
     rewrite,
     surround,
     with_blank_line,
@@ -86,17 +86,10 @@ def locate(locator: Locator) -> Located:
     last_statement = body_of(redirect)[-1]
 
     def apply(module: cst.Module) -> cst.Module:
-        params = list(parameters.params)
-        added = new_parameter.with_changes(comma=params[-1].comma)
-        # The old last parameter takes a middle one's comma (its line break, on a long signature).
-        middle = params[0].comma if len(params) > 1 else cst.MaybeSentinel.DEFAULT
-        if not isinstance(middle, cst.Comma):
-            middle = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-        params[-1] = params[-1].with_changes(comma=middle)
         edited = rewrite(
             module,
             {
-                id(parameters): replace_with(parameters.with_changes(params=[*params, added])),
+                id(filtering): lambda node: append_parameter(node, new_parameter),
                 id(message): lambda node: cst.FlattenSentinel(record),
                 id(call): lambda node: _with_keyword(node, "orphaned", "orphaned_bundles"),
                 id(filtered): surround(collect, []),

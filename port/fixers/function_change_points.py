@@ -18,6 +18,7 @@ import libcst as cst
 
 from port.base import AnchorMissing, Located, Locator
 from port.cst_tools import (
+    append_parameter,
     body_of,
     call_name,
     find_all,
@@ -131,23 +132,17 @@ def locate(locator: Locator) -> Located:
             "    sent.extend(built)\n"
         )
     )
-    parameters = emitter.params
 
     def apply(module: cst.Module) -> cst.Module:
-        params = list(parameters.params)
-        added = sent_parameter.with_changes(comma=params[-1].comma)
-        middle = params[0].comma if len(params) > 1 else cst.MaybeSentinel.DEFAULT
-        if not isinstance(middle, cst.Comma):
-            middle = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-        params[-1] = params[-1].with_changes(comma=middle)
         return rewrite(
             module,
             {
                 id(save): replace_with(cst.RemovalSentinel.REMOVE),
                 id(loop): replace_with(cst.FlattenSentinel(new_loop)),
                 id(last_statement): lambda node: cst.FlattenSentinel([node, *not_emitted_metric]),
-                id(emitter): lambda node: cst.FlattenSentinel([*due_function, node]),
-                id(parameters): replace_with(parameters.with_changes(params=[*params, added])),
+                id(emitter): lambda node: cst.FlattenSentinel(
+                    [*due_function, append_parameter(node, sent_parameter)]
+                ),
                 id(payloads_init): lambda node: cst.FlattenSentinel([node, *built_init]),
                 id(append): lambda node: cst.FlattenSentinel([node, *built_append]),
                 id(status_check): lambda node: cst.FlattenSentinel([node, *record_sent]),

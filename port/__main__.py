@@ -1,0 +1,3 @@
+from port.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Run every site over a checkout: what it found, what is missing, and the new text per file."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+
+from port.base import AnchorMissing, Found, Locator, Missing, NewFile, Site
+
+
+@dataclass
+class Plan:
+    """The outcome of locating every site: nothing is written unless ``missing`` is empty."""
+
+    found: list[Found] = field(default_factory=list)
+    missing: list[Missing] = field(default_factory=list)
+    # Relative path -> (old text or None for a new file, new text); only files that change.
+    changes: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+
+    def diff(self) -> str:
+        chunks: list[str] = []
+        for path, (old, new) in sorted(self.changes.items()):
+            chunks.extend(
+                difflib.unified_diff(
+                    (old or "").splitlines(keepends=True),
+                    new.splitlines(keepends=True),
+                    fromfile="/dev/null" if old is None else f"a/{path}",
+                    tofile=f"b/{path}",
+                )
+            )
+        return "".join(chunks)
+
+
+def plan(checkout: Path, sites: list[Site]) -> Plan:
+    """Locate every site of ``sites`` in ``checkout`` (in order: sites of one file compose)."""
+    result = Plan()
+    texts: dict[str, str | None] = {}
+    for site in sites:
+        if site.path not in texts:
+            file = checkout / site.path
+            texts[site.path] = file.read_text(encoding="utf-8") if file.is_file() else None
+        text = texts[site.path]
+        if isinstance(site, NewFile):
+            _plan_new_file(checkout, site, text, result)
+            if text is None and (checkout / site.path).parent.is_dir():
+                texts[site.path] = site.text
+            continue
+        if text is None:
+            result.missing.append(Missing(site.path, site.site, f"the file {site.path}"))
+            continue
+        try:
+            module = cst.parse_module(text)
+        except cst.ParserSyntaxError as error:
+            result.missing.append(
+                Missing(site.path, site.site, f"a file libcst can parse ({error.message})")
+            )
+            continue
+        locator = Locator(module)
+        try:
+            located = site.locate(locator)
+        except AnchorMissing as missing:
+            result.missing.append(Missing(site.path, site.site, missing.looked_for))
+            continue
+        for node, what in located.found:
+            result.found.append(Found(site.path, locator.line(node), site.site, what))
+        if located.rewrite is not None:
+            texts[site.path] = located.rewrite(module).code
+    for path, text in texts.items():
+        original = checkout / path
+        old = original.read_text(encoding="utf-8") if original.is_file() else None
+        if text is not None and text != old:
+            result.changes[path] = (old, text)
+    return result
+
+
+def _plan_new_file(checkout: Path, site: NewFile, text: str | None, result: Plan) -> None:
+    folder = (checkout / site.path).parent
+    if text is None:
+        if not folder.is_dir():
+            result.missing.append(
+                Missing(site.path, site.site, f"the folder {folder.relative_to(checkout)}/")
+            )
+            return
+        result.found.append(Found(site.path, 1, site.site, "new file (absent, will be written)"))
+    elif text == site.text:
+        result.found.append(Found(site.path, 1, site.site, "already ported (file identical)"))
+    else:
+        result.missing.append(
+            Missing(
+                site.path, site.site, "no such file, or the port's own version of it (it differs)"
+            )
+        )
+
+
+def write(checkout: Path, changes: dict[str, tuple[str | None, str]]) -> None:
+    for path, (_, new) in sorted(changes.items()):
+        (checkout / path).write_text(new, encoding="utf-8")

@@ -136,6 +136,24 @@ def redirect_resolutions(
     return passed_on
 
 
+def _escalated_version(
+    closed: RegressionGroup, moving_average: float, timestamp: datetime
+) -> RegressionGroup:
+    """The version after ``closed``, regressed from its regressed value to the moving average."""
+    return RegressionGroup(
+        project_id=closed.project_id,
+        type=closed.type,
+        fingerprint=closed.fingerprint,
+        version=closed.version + 1,
+        active=True,
+        date_added=timestamp,
+        date_updated=timestamp,
+        date_regressed=timestamp,
+        baseline=closed.regressed,
+        regressed=moving_average,
+    )
+
+
 def _escalation_candidates(
     detector: DetectorConfig, candidates: list[TrendCandidate], timestamp: datetime
 ) -> tuple[list[TrendCandidate], list[tuple[TrendCandidate, RegressionGroup]]]:
@@ -212,18 +230,7 @@ def redirect_escalations(
         deactivated = deactivate_orphaned_versions(list(orphans), now=timestamp, cutoff=cutoff)
         closed = close_active_versions(list(to_escalate), now=timestamp)
         RegressionGroup.objects.bulk_create(
-            RegressionGroup(
-                type=regression_type,
-                date_regressed=timestamp,
-                version=group.version + 1,
-                active=True,
-                project_id=group.project_id,
-                fingerprint=group.fingerprint,
-                baseline=group.regressed,
-                regressed=candidate.moving_average,
-                date_added=timestamp,
-                date_updated=timestamp,
-            )
+            _escalated_version(group, candidate.moving_average, timestamp)
             for group_id, (candidate, group) in sorted(to_escalate.items())
             if group_id in closed
         )

@@ -29,7 +29,7 @@ from tests.utils import ROOT
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "regression_tracking")
 
 DEV_TOOLS = {"pytest", "pytest-django", "ruff", "mypy", "playwright", "hypothesis", "factory-boy"}
-OPTIONAL = {"statsd", "prometheus-client", "sentry-sdk"}
+OPTIONAL = {"statsd", "prometheus-client", "sentry-sdk", "gunicorn"}
 
 
 def pip(*args: str) -> subprocess.CompletedProcess[str]:

@@ -124,8 +124,8 @@ def serve_environment(tmp_path: Path, url: str) -> dict[str, str]:
     }
 
 
-def server_command() -> list[str]:
-    command = [str(GUNICORN), *SERVE_COMMAND[1:]]
+def server_command(gunicorn: Path = GUNICORN) -> list[str]:
+    command = [str(gunicorn), *SERVE_COMMAND[1:]]
     command[command.index("--bind") + 1] = "127.0.0.1:0"
     return command
 
@@ -158,12 +158,12 @@ def stop(process: subprocess.Popen[bytes]) -> int:
 
 
 @contextmanager
-def serving(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
-    """gunicorn running the documented command; killed on exit whatever the test did."""
-    collect_static(tmp_path)
+def serving(tmp_path: Path, env: dict[str, str], *, gunicorn: Path = GUNICORN) -> Iterator[Server]:
+    """gunicorn running the documented command with exactly ``env``; stopped on exit, whatever
+    the test did."""
     cwd = tmp_path / "run"
     cwd.mkdir()
-    process = start(server_command(), cwd=cwd, env=clean_environment(**env))
+    process = start(server_command(gunicorn), cwd=cwd, env=env)
     server = Server(process, 0, cwd / "gunicorn.out", cwd / "gunicorn.err")
     try:
         deadline = time.monotonic() + START_SECONDS
@@ -205,7 +205,7 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def server(tmp_path: Path, sqlite_url: str) -> Iterator[Server]:
     collect_static(tmp_path)
-    with serving(tmp_path, serve_environment(tmp_path, sqlite_url)) as running:
+    with serving(tmp_path, clean_environment(**serve_environment(tmp_path, sqlite_url))) as running:
         yield running
 
 
@@ -361,7 +361,7 @@ def test_an_operator_logs_in_and_gets_the_admin_on_sqlite(tmp_path: Path, sqlite
         )
         assert result.returncode == 0, result.stderr
     collect_static(tmp_path)
-    with serving(tmp_path, serve_environment(tmp_path, sqlite_url)) as server:
+    with serving(tmp_path, clean_environment(**serve_environment(tmp_path, sqlite_url))) as server:
         assert_admin_index_is_served(server)
 
 
@@ -373,7 +373,7 @@ def test_an_operator_logs_in_and_gets_the_admin_on_postgresql(tmp_path: Path) ->
     User.objects.create_superuser(USERNAME, "op@example.com", PASSWORD)
     collect_static(tmp_path)
     url = database_url(application_name="test_serve")
-    with serving(tmp_path, serve_environment(tmp_path, url)) as server:
+    with serving(tmp_path, clean_environment(**serve_environment(tmp_path, url))) as server:
         assert_admin_index_is_served(server)
 
 

@@ -398,8 +398,15 @@ def test_sigterm_stops_the_server_cleanly(server: Server) -> None:
             "wsgi: configuration error: DJANGO_HTTPS must be one of 1, true, yes, on, 0, false, "
             "no, off (or empty), not 'sometimes'",
         ),
+        (
+            # The package's settings would fall back to a db.sqlite3 in the server's directory,
+            # create it empty and fail every login on its missing tables.
+            {"DATABASE_URL": ""},
+            "wsgi: configuration error: DATABASE_URL is not set: set it to the database to use, "
+            "e.g. postgres://user@host:5432/sentry",
+        ),
     ],
-    ids=["no_secret_key", "bad_setting"],
+    ids=["no_secret_key", "bad_setting", "no_database_url"],
 )
 def test_a_server_that_cannot_start_exits_1_at_once_in_one_line(
     env: dict[str, str], message: str, tmp_path: Path, sqlite_url: str
@@ -420,3 +427,4 @@ def test_a_server_that_cannot_start_exits_1_at_once_in_one_line(
     assert returncode == 1, stderr
     # Said once: no worker was started to fail again and again.
     assert stderr.splitlines() == [message]
+    assert sorted(path.name for path in cwd.iterdir()) == ["gunicorn.err", "gunicorn.out"]

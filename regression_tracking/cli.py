@@ -17,6 +17,12 @@ from regression_tracking.environment import ConfigurationError
 
 PACKAGE_SETTINGS = "regression_tracking.settings"
 
+# With the package's settings, an unset DATABASE_URL would mean a db.sqlite3 in whatever directory
+# the program runs from: created empty, failing on its missing tables.
+DATABASE_URL_NOT_SET = (
+    "DATABASE_URL is not set: set it to the database to use, e.g. postgres://user@host:5432/sentry"
+)
+
 
 @contextmanager
 def exit_on_configuration_error(program: str) -> Iterator[None]:
@@ -70,10 +76,7 @@ def execute(
         and _needs_database(argv[1:])
     ):
         with exit_on_configuration_error(program):
-            raise ConfigurationError(
-                "DATABASE_URL is not set: set it to the database to use, "
-                "e.g. postgres://user@host:5432/sentry"
-            )
+            raise ConfigurationError(DATABASE_URL_NOT_SET)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(list(argv))

@@ -1,7 +1,8 @@
 """WSGI entry point of the package (``regression_tracking.wsgi:application``).
 
 With DEBUG off the web app refuses to start on the development secret key: signed sessions and
-CSRF tokens would be forgeable. Commands, which serve no request, do not import this module.
+CSRF tokens would be forgeable. Commands, which serve no request, do not import this module. With
+the package's settings it also refuses to start without DATABASE_URL, as the console script does.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ import threading
 
 from django.core.handlers.wsgi import WSGIHandler
 
-from regression_tracking.cli import exit_on_configuration_error
+from regression_tracking.cli import (
+    DATABASE_URL_NOT_SET,
+    PACKAGE_SETTINGS,
+    exit_on_configuration_error,
+)
+from regression_tracking.environment import ConfigurationError
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "regression_tracking.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", PACKAGE_SETTINGS)
 
 
 def require_secret_key() -> None:
@@ -36,13 +42,24 @@ def require_secret_key() -> None:
         raise SystemExit(1)
 
 
+def require_database_url() -> None:
+    """With the package's settings, exit with one line when DATABASE_URL is unset or empty."""
+    if os.environ["DJANGO_SETTINGS_MODULE"] == PACKAGE_SETTINGS and not os.environ.get(
+        "DATABASE_URL", ""
+    ):
+        with exit_on_configuration_error("wsgi"):
+            raise ConfigurationError(DATABASE_URL_NOT_SET)
+
+
 def get_application() -> WSGIHandler:
-    """The WSGI application, after the configuration and the secret key are checked."""
+    """The WSGI application, after the configuration, the secret key and the database are
+    checked."""
     from django.core.wsgi import get_wsgi_application
 
     with exit_on_configuration_error("wsgi"):
         application = get_wsgi_application()
     require_secret_key()
+    require_database_url()
     return application
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,23 @@ def test_dockerignore_sends_only_the_wheel_sources() -> None:
     assert sorted(line[1:].rstrip("/") for line in lines if line.startswith("!")) == sorted(
         WHEEL_SOURCES
     )
+
+
+def test_the_image_holds_every_extra_gunicorn_among_them() -> None:
+    runs = " ".join(
+        arguments for instruction, arguments in dockerfile_instructions() if instruction == "RUN"
+    )
+    built = re.search(r'pip wheel [^&]*"\.\[([a-z,]+)\]"', runs)
+    installed = re.search(r'pip install [^&]*"regression-tracking\[([a-z,]+)\]"', runs)
+    assert built, runs
+    assert installed, runs
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = set(project["optional-dependencies"])
+    assert set(built.group(1).split(",")) == set(installed.group(1).split(",")) == extras
+    # The serve extra: the WSGI server docs/deployment.md runs from the image.
+    assert [
+        dependency.split(">")[0] for dependency in project["optional-dependencies"]["serve"]
+    ] == ["gunicorn"]
 
 
 def test_the_image_commands_are_the_ones_the_packaging_test_runs() -> None:

@@ -29,7 +29,7 @@ from tests.utils import ROOT
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "regression_tracking")
 
 DEV_TOOLS = {"pytest", "pytest-django", "ruff", "mypy", "playwright", "hypothesis", "factory-boy"}
-OPTIONAL = {"statsd", "prometheus-client", "sentry-sdk"}
+OPTIONAL = {"statsd", "prometheus-client", "sentry-sdk", "gunicorn"}
 
 
 def pip(*args: str) -> subprocess.CompletedProcess[str]:
@@ -76,6 +76,17 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     constraints = runtime_constraints(venv / "constraints.txt")
     pip("--python", str(venv / "bin" / "python"), "install", "--quiet", "-c", str(constraints),
         str(wheel))  # fmt: skip
+    return venv / "bin"
+
+
+@pytest.fixture(scope="module")
+def installed_with_serve(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv holding the wheel with its serve extra (gunicorn), pinned; its bin dir."""
+    venv = tmp_path_factory.mktemp("venv-serve")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    constraints = runtime_constraints(venv / "constraints.txt")
+    pip("--python", str(venv / "bin" / "python"), "install", "--quiet", "-c", str(constraints),
+        f"{wheel}[serve]")  # fmt: skip
     return venv / "bin"
 
 
@@ -253,3 +264,41 @@ def test_a_bad_settings_module_is_one_line(module: str, message: str, tmp_path: 
         "",
         f"manage.py: configuration error: {message}\n",
     )
+
+
+@pytest.mark.postgresql
+def test_the_image_serves_the_admin_from_the_installed_wheel_with_the_serve_extra(
+    installed_with_serve: Path, tmp_path: Path
+) -> None:
+    """The image's build steps, then docs/deployment.md's command, on nothing but the wheel."""
+    from tests.test_deploy_files import image_commands
+    from tests.test_serve import PROXY_HEADERS, serve_environment, serving
+
+    env = {
+        "PATH": os.environ["PATH"],
+        **serve_environment(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}"),
+    }
+    *build_steps, _ = image_commands()
+    for command in [*build_steps, ["check", "--deploy", "--fail-level", "WARNING"]]:
+        result = subprocess.run(
+            [str(installed_with_serve / "regression-tracking"), *command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert (result.returncode, result.stderr) == (0, ""), command
+    with serving(tmp_path, env, gunicorn=installed_with_serve / "gunicorn") as server:
+        login = server.request("GET", "/admin/login/", headers=PROXY_HEADERS)
+        css = server.request("GET", "/static/admin/css/base.css", headers=PROXY_HEADERS)
+    assert login.status == 200
+    assert b'id="login-form"' in login.body
+    assert css.status == 200
+    assert css.headers["Content-Type"] == 'text/css; charset="utf-8"'
+    assert css.body == (tmp_path / "static" / "admin" / "css" / "base.css").read_bytes()
+    listed = pip("--python", str(installed_with_serve / "python"), "list", "--format", "json")
+    packages = {package["name"].lower() for package in json.loads(listed.stdout)}
+    assert "gunicorn" in packages
+    assert packages & DEV_TOOLS == set()

@@ -27,8 +27,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from benchmarks.page import DEFAULT_PAGE, command_line, machine_line, write_section
 
 DATABASE_NAME = "bench_detector"
 DEFAULT_ROWS = 100_000
@@ -50,6 +53,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT)
     parser.add_argument("--json", help="Also write the figures to this file.")
+    parser.add_argument(
+        "--page",
+        type=Path,
+        default=DEFAULT_PAGE,
+        help="The figures page whose 'detector_view' section this run rewrites "
+        "(default: %(default)s).",
+    )
+    parser.add_argument("--no-page", action="store_true", help="Leave the figures page alone.")
     options = parser.parse_args(argv)
     if options.rows < 2 * HELD or options.repeat < 1:
         parser.error(f"--rows must be at least {2 * HELD} and --repeat at least 1")
@@ -197,6 +208,28 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def page_section(figures: dict[str, Any], command: str) -> str:
+    """The figures page's table of this run."""
+    lines = [
+        machine_line(command),
+        "",
+        "| call | all linked | 10 orphaned | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    for name, label in (
+        ("detector_view", "`get_issue_groups_for_regressions`"),
+        ("bulk_lookup", "`bulk_get_groups_from_fingerprints`, the same 100 pairs"),
+    ):
+        step = figures[name]
+        met = "met" if step["ratio"] <= figures["target"] else "**not met**"
+        lines.append(
+            f"| {label} | {step['all_linked_ms']} ms, {step['all_linked_statements']} statement(s)"
+            f" | {step['ten_orphaned_ms']} ms, {step['ten_orphaned_statements']} statement(s)"
+            f" | {step['ratio']}x | <= {figures['target']}x: {met} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     url = bench_url(options.database_url)
@@ -208,6 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.json:
         with open(options.json, "w", encoding="utf-8") as out:
             out.write(text + "\n")
+    if not options.no_page:
+        command = command_line(
+            "python -m benchmarks.detector_view", None if argv is None else list(argv)
+        )
+        write_section(options.page, "detector_view", page_section(figures, command))
     return 0 if figures["detector_view_met"] else 1
 
 

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.page import DEFAULT_PAGE, command_line, machine_line, ratio_cell, write_section
 from benchmarks.run import setup_django
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench"
@@ -211,6 +212,83 @@ def summarize(figures: dict[str, Any]) -> str:
     )
 
 
+# The targets, each a ratio to the floor measured in the same run.
+DETECT_TARGET = 1.25
+WRITE_TARGET = 1.15
+RSS_LIMIT_MB = 150
+RSS_FLAT_TARGET = 1.1
+PER_ROW_TARGET = 50
+
+
+def page_section(report: list[dict[str, Any]], command: str) -> str:
+    """The figures page's table of this run, the targets, and which were met."""
+    lines = [
+        machine_line(command),
+        "",
+        "| shape, N | detect / floor | delete / floor | deactivate / floor | BulkDeleteQuery"
+        " | per-row design (extrapolated) | s per M rows (detect, delete)"
+        " | peak RSS (above baseline, per orphan) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    missed: list[str] = []
+    for figures in report:
+        label = f"{figures['shape']}, {figures['rows']:,}"
+        cells = []
+        for step, target in (("detect", DETECT_TARGET), ("delete", WRITE_TARGET)):
+            cells.append(ratio_cell(figures[step]["command"], figures[step]["floor"], target))
+        step = figures["deactivate"]
+        cells.append(ratio_cell(step["command"], step["floor"], WRITE_TARGET))
+        for step, target in (("detect", DETECT_TARGET), ("delete", WRITE_TARGET)):
+            if figures[step]["command"] / figures[step]["floor"] > target:
+                missed.append(f"{step} on {label}")
+        if figures["deactivate"]["command"] / figures["deactivate"]["floor"] > WRITE_TARGET:
+            missed.append(f"deactivate on {label}")
+        delete = figures["delete"]["command"]
+        if figures["peers"]:
+            bulk, per_row = figures["bulk_delete_query"], figures["per_row_extrapolated"]
+            cells += [
+                f"{bulk:.1f} s, {bulk / delete:.1f}x slower",
+                f"{per_row:.0f} s, {per_row / delete:.0f}x slower",
+            ]
+            if bulk <= delete:
+                missed.append(f"faster than BulkDeleteQuery on {label}")
+            if per_row / delete < PER_ROW_TARGET:
+                missed.append(f"{PER_ROW_TARGET}x the per-row design on {label}")
+        else:
+            cells += ["", ""]
+        per_million = 1e6 / figures["rows"]
+        cells.append(
+            f"{figures['detect']['command'] * per_million:.2f}, {delete * per_million:.2f}"
+        )
+        above = figures["max_rss_mb"] - figures["baseline_rss_mb"]
+        per_orphan = figures["rss_above_baseline_bytes_per_orphan"]
+        cells.append(f"{figures['max_rss_mb']:.1f} MB ({above:.1f} MB, {per_orphan:.0f} B)")
+        if figures["max_rss_mb"] >= RSS_LIMIT_MB:
+            missed.append(f"peak RSS under {RSS_LIMIT_MB} MB on {label}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    scaling = sorted(
+        (f["rows"], f["max_rss_mb"]) for f in report if f["shape"] == "default" and not f["peers"]
+    )
+    at_1m = [f["max_rss_mb"] for f in report if f["shape"] == "default" and f["rows"] == 1_000_000]
+    flat = ""
+    if scaling and at_1m:
+        largest_rows, largest_rss = scaling[-1]
+        growth = largest_rss / at_1m[0]
+        flat = f" Peak RSS from 1M to {largest_rows:,} rows: {growth:.2f}x."
+        if largest_rows > 1_000_000 and growth > RSS_FLAT_TARGET:
+            missed.append(f"peak RSS flat from 1M to {largest_rows:,} (<= {RSS_FLAT_TARGET}x)")
+    lines += [
+        "",
+        f"Targets: detect <= {DETECT_TARGET}x, delete and deactivate <= {WRITE_TARGET}x (bold:"
+        f" above its target), peak RSS under {RSS_LIMIT_MB} MB and flat from 1M up"
+        f" (<= {RSS_FLAT_TARGET}x), faster than BulkDeleteQuery, >= {PER_ROW_TARGET}x faster than"
+        f" the per-row design.{flat}",
+        "",
+        "**Not met:** " + "; ".join(missed) + "." if missed else "**Every target met.**",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.shapes")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
@@ -225,6 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--shapes", default="default,discarded,large_projects", help="Shapes at --rows."
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--page",
+        type=Path,
+        default=DEFAULT_PAGE,
+        help="The figures page whose 'shapes' section this run rewrites (default: %(default)s).",
+    )
+    parser.add_argument("--no-page", action="store_true", help="Leave the figures page alone.")
     options = parser.parse_args(argv)
     setup_django(options.database_url)
     from benchmarks.run import migrate
@@ -248,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summarize(figures), flush=True)
         if options.json:
             options.json.write_text(json.dumps(report, indent=2) + "\n")
+    if not options.no_page:
+        command = command_line("python -m benchmarks.shapes", None if argv is None else list(argv))
+        write_section(options.page, "shapes", page_section(report, command))
     return 0
 
 

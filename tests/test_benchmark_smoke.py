@@ -13,8 +13,9 @@ import math
 
 import pytest
 
+from benchmarks.page import write_section
 from benchmarks.run import format_table, parse_args, run_benchmark
-from benchmarks.shapes import measure_shape, summarize
+from benchmarks.shapes import measure_shape, page_section, summarize
 from tests.utils import database_url
 
 ROWS = 20_000
@@ -70,7 +71,7 @@ def test_smoke_small_run_produces_every_figure() -> None:
 
 @pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
-def test_smoke_small_run_of_a_shape_with_its_peers() -> None:
+def test_smoke_small_run_of_a_shape_with_its_peers(tmp_path) -> None:
     figures = measure_shape(
         "discarded", rows=400, projects=10, database_url=database_url(), repeat=1
     )
@@ -83,6 +84,18 @@ def test_smoke_small_run_of_a_shape_with_its_peers() -> None:
     assert_seconds(figures["per_row_extrapolated"])
     assert summarize(figures).startswith("discarded")
     json.dumps(figures)
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Figures\n\nProse the benchmark leaves alone.\n")
+    for _run in range(2):
+        write_section(page, "shapes", page_section([figures], "python -m benchmarks.shapes"))
+    text = page.read_text()
+    assert text.startswith("# Figures\n\nProse the benchmark leaves alone.\n\n<!-- figures:shapes")
+    assert text.count("<!-- figures:shapes -->") == 1
+    (machine,) = [line for line in text.splitlines() if line.startswith("Measured ")]
+    assert "PostgreSQL" in machine
+    assert machine.endswith("`python -m benchmarks.shapes`.")
+    assert "| discarded, 400 | " in text
+    assert "Not met" in text or "Every target met" in text
 
 
 @pytest.mark.postgresql

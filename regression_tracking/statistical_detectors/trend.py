@@ -11,7 +11,7 @@ Each function returns the candidates it passes on (upstream's generators yield t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -105,29 +105,17 @@ def redirect_resolutions(
     timestamp = validated_now(timestamp)
     detector = detector_for(regression_type)
     candidates = list(candidates)
-    versions = _active_versions(detector, candidates)
-    passed_on: list[TrendCandidate] = []
-    to_resolve: dict[int, TrendCandidate] = {}
-    for candidate in candidates:
-        group = versions.get(candidate)
-        try:
-            resolves = group is not None and should_auto_resolve(
-                moving_average=candidate.moving_average,
-                baseline=group.baseline,
-                rel_threshold=detector.resolution_rel_threshold,
-            )
-        except ZeroDivisionError:
-            # Upstream's except clause: the bundle is reported and goes no further.
-            logger.warning(TREND_FAILED_MESSAGE, extra={"project_id": candidate.project_id})
-            continue
-        if (
-            group is not None
-            and resolves
-            and outside_buffer(group.date_regressed, timestamp, detector.buffer_period)
-        ):
-            to_resolve[group.id] = candidate
-        else:
-            passed_on.append(candidate)
+    passed_on, resolving = _split_candidates(
+        detector,
+        candidates,
+        timestamp,
+        lambda candidate, group: should_auto_resolve(
+            moving_average=candidate.moving_average,
+            baseline=group.baseline,
+            rel_threshold=detector.resolution_rel_threshold,
+        ),
+    )
+    to_resolve = {group.id: candidate for candidate, group in resolving}
     with transaction.atomic(using=router.db_for_write(RegressionGroup)):
         resolved = close_active_versions(list(to_resolve), now=timestamp)
     for group_id in sorted(resolved):
@@ -154,36 +142,34 @@ def _escalated_version(
     )
 
 
-def _escalation_candidates(
-    detector: DetectorConfig, candidates: list[TrendCandidate], timestamp: datetime
+def _split_candidates(
+    detector: DetectorConfig,
+    candidates: list[TrendCandidate],
+    timestamp: datetime,
+    passes: Callable[[TrendCandidate, RegressionGroup], bool],
 ) -> tuple[list[TrendCandidate], list[tuple[TrendCandidate, RegressionGroup]]]:
-    """The candidates passed on, and the active versions whose trend passed upstream's
-    escalation thresholds outside the buffer (with their candidate)."""
+    """The candidates passed on, and those whose active version ``passes`` the trend's test
+    outside the buffer (with that version). A test that divides by zero drops its candidate
+    with a warning, as upstream's except clause reports the bundle and goes no further."""
     versions = _active_versions(detector, candidates)
     passed_on: list[TrendCandidate] = []
-    escalating: list[tuple[TrendCandidate, RegressionGroup]] = []
+    selected: list[tuple[TrendCandidate, RegressionGroup]] = []
     for candidate in candidates:
         group = versions.get(candidate)
         try:
-            escalates = group is not None and should_escalate(
-                moving_average=candidate.moving_average,
-                baseline=group.baseline,
-                regressed=group.regressed,
-                min_change=detector.min_change,
-                rel_threshold=detector.escalation_rel_threshold,
-            )
+            passed = group is not None and passes(candidate, group)
         except ZeroDivisionError:
             logger.warning(TREND_FAILED_MESSAGE, extra={"project_id": candidate.project_id})
             continue
         if (
             group is not None
-            and escalates
+            and passed
             and outside_buffer(group.date_regressed, timestamp, detector.buffer_period)
         ):
-            escalating.append((candidate, group))
+            selected.append((candidate, group))
         else:
             passed_on.append(candidate)
-    return passed_on, escalating
+    return passed_on, selected
 
 
 def redirect_escalations(
@@ -206,7 +192,18 @@ def redirect_escalations(
     timestamp = validated_now(timestamp, min_age=min_age)
     detector = detector_for(regression_type)
     candidates = list(candidates)
-    passed_on, escalating = _escalation_candidates(detector, candidates, timestamp)
+    passed_on, escalating = _split_candidates(
+        detector,
+        candidates,
+        timestamp,
+        lambda candidate, group: should_escalate(
+            moving_average=candidate.moving_average,
+            baseline=group.baseline,
+            regressed=group.regressed,
+            min_change=detector.min_change,
+            rel_threshold=detector.escalation_rel_threshold,
+        ),
+    )
     if not escalating:
         metrics.incr(ESCALATED_METRIC, amount=0, tags=detector.tags)
         return passed_on

@@ -484,7 +484,7 @@ class TestProjectSelector:
             stray.delete()
 
     def test_the_options_module_queries_nothing(self) -> None:
-        """Issue 12 #4: the --project check was a query in management/options.py."""
+        """The --project check was a query in management/options.py."""
         from regression_tracking.management import options
 
         assert not [

@@ -60,7 +60,7 @@ def _load(*args: str) -> str:
 
 @pytest.mark.parametrize("replace", [[], ["--replace"]])
 def test_an_organization_it_did_not_load_is_never_touched(replace) -> None:
-    """Issue 11 #8: someone's organization with slug "demo" was deleted with all its data."""
+    """Someone's organization with slug "demo" was deleted with all its data."""
     theirs = OrganizationFactory.create(slug="demo", name="Demo")
     regression = RegressionGroupFactory.create(project__organization=theirs)
     before = database_checksum()

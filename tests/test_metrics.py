@@ -285,7 +285,7 @@ def _metric_warnings(caplog) -> list[logging.LogRecord]:
 
 
 class TestMetricsNeverTakeTheJobDown:
-    """Issue 11 #6: an unresolvable statsd host was a traceback, after detection or in a lookup."""
+    """An unresolvable statsd host was a traceback, after detection or in a lookup."""
 
     @pytest.mark.parametrize(
         "host", ["statsd.invalid", "::1", "", "bad host name", "\u00e9.invalid"]

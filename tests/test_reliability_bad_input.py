@@ -1,6 +1,6 @@
 """Bad input everywhere: every option malformed, fuzzed lookups and fingerprints, broken backups.
 
-DESIGN §5: bad input gets a clear error naming the problem and changes nothing. The command's
+Bad input gets a clear error naming the problem and changes nothing. The command's
 options are run as from a shell (``run_from_argv``: exit status, stderr), against a world in which
 any run that went ahead would change the tables. Runs on PostgreSQL and SQLite.
 """
@@ -106,11 +106,11 @@ def _bad_option_cases(tmp_path: Path, unwritable: Path) -> list[tuple[list[str],
     for value in ["0", "-5", "ten", "", "2.5", "1e3", str(2**63), huge]:
         cases.append(([f"--batch-size={value}"], 2, "argument --batch-size:"))
     for value in ["10001", str(2**40), "0", "-5"]:
-        # Issue 11 #10: 10001 exited 1, 0 exited 2; both are out of range, a usage error.
+        # 10001 exited 1, 0 exited 2; both are out of range, a usage error.
         cases.append(
             ([f"--batch-size={value}"], 2, "argument --batch-size: must be between 1 and 10000")
         )
-    # Issue 11 #10: digits of other scripts were read as numbers ("\u0667d" as 7 days).
+    # Digits of other scripts were read as numbers ("\u0667d" as 7 days).
     for option, value in [
         ("--min-age", "\u0667d"),
         ("--min-age", "\uff11h"),

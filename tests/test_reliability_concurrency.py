@@ -1,6 +1,6 @@
 """Runs side by side, and runs against other transactions' row locks, as real processes.
 
-DESIGN §5: one run at a time (session advisory lock), a second run says so and touches nothing;
+One run at a time (session advisory lock), a second run says so and touches nothing;
 shards split the table without overlap; a batch whose rows stay locked is retried, then skipped,
 and never waits longer than its ``lock_timeout``.
 """

@@ -1,6 +1,6 @@
 """Faults mid-run: ``kill -9`` at random points, the database connection terminated, a full disk.
 
-DESIGN §5: a crash loses at most the uncommitted batch, rerunning finishes the job, and every row
+A crash loses at most the uncommitted batch, rerunning finishes the job, and every row
 deleted is in the backup before its batch commits, so nothing is lost.
 """
 

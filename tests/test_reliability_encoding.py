@@ -1,4 +1,4 @@
-"""Hashing agrees with Sentry on a LATIN1 database (issue 11 item 4).
+"""Hashing agrees with Sentry on a LATIN1 database.
 
 PostgreSQL's ``md5(text)`` hashes the database's bytes; Sentry hashes the UTF-8 bytes. On a LATIN1
 database a live RegressionGroup with a non-ASCII fingerprint must survive detection and delete, an

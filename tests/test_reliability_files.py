@@ -1,8 +1,8 @@
 """The operator's files: checked as one set before anything runs, never touched by a refused run.
 
-DESIGN §5: output files are the operator's: never replace a file that is not ours, never truncate
+Output files are the operator's: never replace a file that is not ours, never truncate
 a line that parses, never let two outputs name one file; nothing is touched before the run holds
-its lock. Issue 11 #1, #2, #3, #7 and #10 (a FIFO as --backup), with their variants.
+its lock. Each case below is one an operator met (a FIFO as --backup among them), with variants.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def _same_file_spellings(folder: Path) -> list[tuple[str, str, str]]:
 def test_backup_and_textfile_naming_one_file_is_a_usage_error(
     world, run_cli, tmp_path, dry_run
 ) -> None:
-    """Issue 11 #1: the textfile was renamed over the backup, and every line of it was gone."""
+    """The textfile was renamed over the backup, and every line of it was gone."""
     cases = _same_file_spellings(tmp_path)
     before = database_checksum()
     files = _snapshot(tmp_path)
@@ -133,7 +133,7 @@ def special_files(tmp_path: Path) -> Iterator[dict[str, Path]]:
 def test_special_files_are_refused_before_anything_is_done(
     world, run_cli, tmp_path, special_files, option, dry_run
 ) -> None:
-    """Issue 11 #7 and #10: /dev/null replaced by a regular file; a FIFO hung the run forever."""
+    """/dev/null replaced by a regular file; a FIFO hung the run forever."""
     before = database_checksum()
     files = _snapshot(tmp_path)
     for kind, path in special_files.items():
@@ -181,7 +181,7 @@ def _operator_files(folder: Path, world: Any) -> dict[str, Path]:
 
 @pytest.mark.postgresql
 def test_a_refused_run_exit_3_changes_no_file(world, run_cli, tmp_path) -> None:
-    """Issue 11 #3 and #7: a refused run had truncated the backup's last line (a JSON config
+    """A refused run had truncated the backup's last line (a JSON config
     became 0 bytes) and emptied the textfile."""
     files = _operator_files(tmp_path, world)
     before = database_checksum()
@@ -224,7 +224,7 @@ def test_a_run_that_cannot_connect_changes_no_file_and_promises_nothing(
         )
         assert process.returncode == 1, process.stderr
         assert "CommandError: database error:" in process.stderr
-        # Issue 11 #10: no batch ran, so none "stays done".
+        # No batch ran, so none "stays done".
         assert "finished batches" not in process.stderr
         assert "Traceback" not in process.stderr
         assert _snapshot(tmp_path) == snapshot
@@ -235,7 +235,7 @@ def test_a_run_that_cannot_connect_changes_no_file_and_promises_nothing(
 
 
 def test_a_complete_last_row_without_its_newline_is_kept(world, run_cli, tmp_path, caplog) -> None:
-    """Issue 11 #2: that row was deleted and committed, and its only copy was truncated."""
+    """That row was deleted and committed, and its only copy was truncated."""
     initial = regression_rows()
     backup = tmp_path / "backup.jsonl"
     kept = world.eligible[:2]

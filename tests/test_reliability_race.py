@@ -1,6 +1,6 @@
 """The race rule under load: issues created and deleted by other connections while the cleanup runs.
 
-DESIGN §3: the statement that deletes or deactivates re-states the orphan predicate, so a GroupHash
+The statement that deletes or deactivates re-states the orphan predicate, so a GroupHash
 committed before that statement runs always saves its row. Racer threads, each on its own
 connection, keep giving random regressions a live issue and taking it away (deleted or discarded),
 and log when each change began and when its commit returned. For every row the cleanup changed, the

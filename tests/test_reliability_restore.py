@@ -1,8 +1,8 @@
 """Restore under a hostile database: a queued table lock, signals while it waits, a large file.
 
-DESIGN §5: every statement is bounded, signals end a run even while a statement waits, and a
-restore is all or nothing. Issue 11 #5 (restore has no lock timeout) and #9 (restore holds every row
-in memory: a million-row backup did not fit the Kubernetes example's 512Mi).
+Every statement is bounded, signals end a run even while a statement waits, and a
+restore is all or nothing. Two failures it guards against: a restore without a lock timeout, and one
+holding every row in memory (a million-row backup did not fit the Kubernetes example's 512Mi).
 """
 
 from __future__ import annotations

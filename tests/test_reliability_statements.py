@@ -1,4 +1,4 @@
-"""Every statement bounded (issue 11 item 5), in real subprocesses against a locked table.
+"""Every statement bounded, in real subprocesses against a locked table.
 
 Behind an ``ACCESS EXCLUSIVE`` lock (held, or queued: an ``ALTER TABLE`` waiting behind a reader)
 detection waits at most its lock timeout, then fails naming the session that holds the table;

@@ -149,7 +149,7 @@ def test_abbreviated_options_are_refused(backup_file) -> None:
         call_command("restore_regression_groups", str(path), "--skip")
 
 
-# Issue 11 #9: every column as the model and Sentry's bounded fields take it, naming the line.
+# Every column as the model and Sentry's bounded fields take it, naming the line.
 
 
 def _with(line: str, **changes: object) -> str:
@@ -236,7 +236,7 @@ def test_a_line_longer_than_any_row_is_refused_without_reading_it_whole(backup_f
     assert RegressionGroup.objects.count() == 0
 
 
-# Issue 11 #9: the cleanup's own aftermath.
+# The cleanup's own aftermath.
 
 
 def _recreate_unique_key(saved: dict[str, object]) -> RegressionGroup:

@@ -55,8 +55,8 @@ class IssueHash(Func):
     PostgreSQL's ``md5(text)`` hashes the text in the database's encoding, so on a LATIN1 database
     a non-ASCII fingerprint would hash differently from Sentry; ``convert_to(…, 'UTF8')`` hashes
     its UTF-8 bytes on every encoding. On a UTF8 database (Sentry's) the text's bytes already are
-    UTF-8 and the conversion is skipped: it cost 15% of detection's one statement at 1M rows
-    (1.78 s against 1.52 s for the same anti-join count). The encoding is the server's
+    UTF-8 and the conversion is skipped: it costs detection's one statement a noticeable share
+    (benchmarks.shapes measures detection against the floor). The encoding is the server's
     ``server_encoding`` report on the connection. SQLite's ``MD5`` is Django's Python function over
     ``str.encode()`` (UTF-8).
     """
@@ -133,10 +133,16 @@ def orphan_reason() -> Case:
     """The reason of the outer RegressionGroup, assuming it is an orphan (filter on
     ``is_orphan()`` too)."""
     return Case(
-        When(has_grouphash(), then=Value(OrphanReason.GROUPHASH_WITHOUT_GROUP.value)),
-        default=Value(OrphanReason.MISSING_GROUPHASH.value),
+        When(has_grouphash(), then=Value(OrphanReason.of(grouphash_exists=True).value)),
+        default=Value(OrphanReason.of(grouphash_exists=False).value),
         output_field=CharField(),
     )
+
+
+def is_orphan_with_reason(reason: OrphanReason) -> Q:
+    """The orphans whose reason is ``reason``: the filter form of ``orphan_reason()``."""
+    grouphash_exists = reason is OrphanReason.of(grouphash_exists=True)
+    return is_orphan() & (Q(has_grouphash()) if grouphash_exists else ~Q(has_grouphash()))
 
 
 def eligible_orphans(

@@ -19,9 +19,10 @@ from django.db.models import F, QuerySet, Subquery, TextChoices
 from regression_tracking.models import RegressionGroup
 from regression_tracking.orphans import (
     IssueHash,
-    has_grouphash,
     has_live_group,
     is_live_grouphash,
+    is_orphan,
+    is_orphan_with_reason,
     issue_key_grouphashes,
 )
 from regression_tracking.services import (
@@ -78,10 +79,8 @@ def filter_by_issue_state(
     if state == IssueState.LINKED:
         return queryset.filter(has_live_group())
     if state == IssueState.ORPHAN:
-        return queryset.filter(~has_live_group())
-    if state == IssueState.MISSING_GROUPHASH:
-        return queryset.filter(~has_grouphash())
-    return queryset.filter(~has_live_group(), has_grouphash())
+        return queryset.filter(is_orphan())
+    return queryset.filter(is_orphan_with_reason(OrphanReason(state.value)))
 
 
 class SelectionOutcome(enum.StrEnum):

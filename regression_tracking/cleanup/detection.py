@@ -84,8 +84,7 @@ class InShard(Func):
 
     On PostgreSQL a function call, not ``=``: an equality on an expression is estimated at 0.5% of
     the rows, so with 2 shards (half the rows each) PostgreSQL probed the GroupHash index row by
-    row (2.0 s at 1M rows) instead of the hash join (1.4 s); a boolean function gets the neutral
-    estimate of a third.
+    row, slower than the hash join; a boolean function gets the neutral estimate of a third.
     """
 
     function = "int8eq"
@@ -308,11 +307,11 @@ def _binary_cursor(connection: Any) -> Any:
     """A cursor whose results arrive in binary, wrapped by Django like its own cursors.
 
     Django's cursors take text results: the packed ids would arrive as hex, twice their size, and
-    be unescaped into a third copy; in binary a bytea arrives as its bytes. Measured at 1M rows,
-    100k eligible: peak RSS 4.4 MB above the command's baseline in text, 2.3 MB in binary (one
-    row). Statements for it are bound client-side (``compose_sql``), as Django's own cursors bind,
-    so what PostgreSQL plans and what query logging shows are the same as through them; the
-    wrapper is Django's, so execute wrappers see the statement too.
+    be unescaped into a third copy; in binary a bytea arrives as its bytes, about half the peak
+    memory above the command's baseline (benchmarks.shapes reports it per orphan). Statements for
+    it are bound client-side (``compose_sql``), as Django's own cursors bind, so what PostgreSQL
+    plans and what query logging shows are the same as through them; the wrapper is Django's, so
+    execute wrappers see the statement too.
     """
     import psycopg
 

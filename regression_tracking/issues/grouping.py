@@ -87,8 +87,8 @@ class KeyIn(Expression):
 
     The two arrays give a statement of constant shape, whatever the number of keys, that probes
     the ``(project_id, hash)`` index once per key. An OR of one ``project_id = p AND hash IN (…)``
-    term per project, the shape before, took 6 s for 10,000 keys over 1,000 projects among 1.9M
-    GroupHashes, against 0.2 s for the arrays. The two sides are expressions (columns, or
+    term per project, the shape before, was many times slower for thousands of keys over many
+    projects (benchmarks.lookup measures the lookup). The two sides are expressions (columns, or
     ``IssueHash`` of a column), compiled by Django: no table or column name is spelled here.
     """
 

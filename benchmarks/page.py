@@ -34,8 +34,14 @@ def machine_line(command: str) -> str:
     )
 
 
+# user:password@ in a database URL: the page shows the user, never the password.
+_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
+
+
 def command_line(prog: str, argv: list[str] | None) -> str:
-    return " ".join([prog, *(sys.argv[1:] if argv is None else argv)])
+    """The command as run, with any password in a URL masked."""
+    command = " ".join([prog, *(sys.argv[1:] if argv is None else argv)])
+    return _PASSWORD.sub(r"\1:***@", command)
 
 
 def write_section(path: Path, name: str, body: str) -> None:

@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from benchmarks.page import write_section
+from benchmarks.page import command_line, write_section
 from benchmarks.run import format_table, parse_args, run_benchmark
 from benchmarks.shapes import measure_shape, page_section, summarize
 from tests.utils import database_url
@@ -108,6 +108,13 @@ def test_smoke_a_scaling_run_measures_the_command_without_the_peers() -> None:
     assert math.isfinite(figures["rss_above_baseline_bytes_per_orphan"])
     assert "bulk_delete_query" not in figures
     assert "BulkDeleteQuery" not in summarize(figures)
+
+
+def test_the_figures_page_never_shows_a_password() -> None:
+    command = command_line(
+        "python -m benchmarks.shapes", ["--database-url", "postgres://u:s3cr%40t@h/db"]
+    )
+    assert command == "python -m benchmarks.shapes --database-url postgres://u:***@h/db"
 
 
 def test_refuses_a_database_that_is_not_its_own() -> None:

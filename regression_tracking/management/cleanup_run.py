@@ -68,19 +68,17 @@ class PreparedRun:
     listing: DryRunListing | None
 
 
-def prepare(
-    request: CleanupRequest,
-    *,
-    backup: str | None,
-    metrics_textfile: str | None,
-    list_limit: int | None,
-    list_orphans: bool,
-) -> PreparedRun:
+def prepare(request: CleanupRequest, options: Mapping[str, Any]) -> PreparedRun:
     """Every check that needs no lock, before the run: raises ``CommandError``, changes nothing.
 
     Output files are only looked at: nothing is opened or created before the run holds its lock
     and has read the database.
     """
+    backup, metrics_textfile = options["backup"], options["metrics_textfile"]
+    list_orphans, list_limit = options["list_orphans"], options["list_limit"]
+    refuse_bad_list_options(
+        dry_run=request.dry_run, list_orphans=list_orphans, list_limit=list_limit
+    )
     output_files({"--backup": backup, "--metrics-textfile": metrics_textfile})
     if metrics_textfile is not None:
         try:

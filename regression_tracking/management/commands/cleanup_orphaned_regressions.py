@@ -20,7 +20,6 @@ from regression_tracking.management.cleanup_report import CleanupReporter
 from regression_tracking.management.cleanup_run import (
     build_request,
     prepare,
-    refuse_bad_list_options,
     run_errors,
     stop_on_signals,
     write_textfile,
@@ -185,41 +184,22 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
             help='The database to clean, by its alias in DATABASES. Default: "default".',
         )
 
-    def handle(
-        self,
-        *,
-        backup: str | None,
-        metrics_textfile: str | None,
-        list_orphans: bool,
-        list_limit: int | None,
-        output_format: str,
-        verbosity: int,
-        **options: Any,
-    ) -> None:
+    def handle(self, **options: Any) -> None:
         check_database(options["database"])
-        refuse_bad_list_options(
-            dry_run=options["dry_run"], list_orphans=list_orphans, list_limit=list_limit
-        )
         request = build_request(options)
-        prepared = prepare(
-            request,
-            backup=backup,
-            metrics_textfile=metrics_textfile,
-            list_limit=list_limit,
-            list_orphans=list_orphans,
-        )
+        prepared = prepare(request, options)
         reporter = CleanupReporter(
             self.stdout,
             self.stderr,
             request,
-            verbosity=verbosity,
-            output_format=output_format,
+            verbosity=options["verbosity"],
+            output_format=options["output_format"],
             listing=prepared.listing,
         )
         result: CleanupResult | None = None
         try:
             with (
-                run_errors(request, backup=backup, reporter=reporter),
+                run_errors(request, backup=options["backup"], reporter=reporter),
                 prepared.backup or nullcontext(),
                 stop_on_signals() as stop_requested,
             ):
@@ -234,7 +214,10 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
         finally:
             reporter.close()
             textfile_error = write_textfile(
-                metrics_textfile, result, batches_run=reporter.batches_run, stderr=self.stderr
+                options["metrics_textfile"],
+                result,
+                batches_run=reporter.batches_run,
+                stderr=self.stderr,
             )
         if textfile_error:
             raise CommandError(textfile_error)

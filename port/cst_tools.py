@@ -130,16 +130,27 @@ def imported_names(module: cst.Module) -> dict[str, str]:
     return names
 
 
-def add_import(module: cst.Module, source: str, name: str) -> cst.Module:
-    """``from source import name``, placed among the top-level ``from`` imports in name order.
+def add_import(module: cst.Module, source: str, *names: str) -> cst.Module:
+    """``from source import names``: merged into the module's import from ``source`` if it has
+    one, else placed among the top-level ``from`` imports in module order.
 
-    It goes after the last ``from`` import whose module sorts before ``source`` (isort's order
-    for one section), or after the last import when none does.
+    A new statement goes after the last ``from`` import whose module sorts before ``source``
+    (isort's order for one section), or after the last import when none does. Names are in
+    isort's order (constants, classes, the rest); a line past 100 characters is parenthesized
+    with one name a line.
     """
-    if imported_names(module).get(name) == f"{source}.{name}":
+    bound = imported_names(module)
+    wanted = [name for name in names if bound.get(name) != f"{source}.{name}"]
+    if not wanted:
         return module
-    new = cst.parse_statement(f"from {source} import {name}\n")
     body = list(module.body)
+    for index, statement in enumerate(body):
+        existing = _plain_import_from(module, statement, source)
+        if existing is not None:
+            merged = _import_statement(source, [*existing, *wanted])
+            merged = merged.with_changes(leading_lines=statement.leading_lines)
+            return module.with_changes(body=[*body[:index], merged, *body[index + 1 :]])
+    new = _import_statement(source, wanted)
     last_import = None
     insert_after = None
     for index, statement in enumerate(body):
@@ -156,6 +167,46 @@ def add_import(module: cst.Module, source: str, name: str) -> cst.Module:
     if position is None:
         return module.with_changes(body=[new, *body])
     return module.with_changes(body=[*body[: position + 1], new, *body[position + 1 :]])
+
+
+def _plain_import_from(
+    module: cst.Module, statement: cst.BaseStatement, source: str
+) -> list[str] | None:
+    """The names of ``from source import ...`` (no alias, no comment), or None."""
+    if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+        return None
+    small = statement.body[0]
+    if (
+        not isinstance(small, cst.ImportFrom)
+        or small.relative
+        or small.module is None
+        or dotted(small.module) != source
+        or isinstance(small.names, cst.ImportStar)
+        or "#" in module.code_for_node(statement)
+    ):
+        return None
+    names = []
+    for alias in small.names:
+        if alias.asname is not None or not isinstance(alias.name, cst.Name):
+            return None
+        names.append(alias.name.value)
+    return names
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    if name.isupper():
+        return 0, name.lower()
+    return (1 if name[:1].isupper() else 2), name.lower()
+
+
+def _import_statement(source: str, names: list[str]) -> cst.SimpleStatementLine:
+    ordered = sorted(set(names), key=_isort_key)
+    line = f"from {source} import {', '.join(ordered)}\n"
+    if len(line) > 101:
+        line = f"from {source} import (\n" + "".join(f"    {n},\n" for n in ordered) + ")\n"
+    statement = cst.parse_statement(line)
+    assert isinstance(statement, cst.SimpleStatementLine)
+    return statement
 
 
 class _ByIdentity(cst.CSTTransformer):

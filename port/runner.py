@@ -8,7 +8,7 @@ from pathlib import Path
 
 import libcst as cst
 
-from port.base import AnchorMissing, Found, Locator, Missing, NewFile, Site
+from port.base import AnchorMissing, Fixer, Found, Located, Locator, Missing, NewFile, Site
 
 
 @dataclass
@@ -38,6 +38,7 @@ def plan(checkout: Path, sites: list[Site]) -> Plan:
     """Locate every site of ``sites`` in ``checkout`` (in order: sites of one file compose)."""
     result = Plan()
     texts: dict[str, str | None] = {}
+    originals: dict[str, str] = {}
     for site in sites:
         if site.path not in texts:
             file = checkout / site.path
@@ -51,21 +52,18 @@ def plan(checkout: Path, sites: list[Site]) -> Plan:
         if text is None:
             result.missing.append(Missing(site.path, site.site, f"the file {site.path}"))
             continue
-        try:
-            module = cst.parse_module(text)
-        except cst.ParserSyntaxError as error:
-            result.missing.append(
-                Missing(site.path, site.site, f"a file libcst can parse ({error.message})")
-            )
+        original = originals.setdefault(site.path, text)
+        # Anchors are reported on the file as it is (its line numbers); the rewrite applies to
+        # the text the earlier sites of the same file made of it.
+        first = _locate(site, original, result, report=True)
+        if first is None:
             continue
-        locator = Locator(module)
-        try:
-            located = site.locate(locator)
-        except AnchorMissing as missing:
-            result.missing.append(Missing(site.path, site.site, missing.looked_for))
-            continue
-        for node, what in located.found:
-            result.found.append(Found(site.path, locator.line(node), site.site, what))
+        module, located = first
+        if located.rewrite is not None and text != original:
+            again = _locate(site, text, result, report=False)
+            if again is None:
+                continue
+            module, located = again
         if located.rewrite is not None:
             texts[site.path] = located.rewrite(module).code
     for path, text in texts.items():
@@ -74,6 +72,32 @@ def plan(checkout: Path, sites: list[Site]) -> Plan:
         if text is not None and text != old:
             result.changes[path] = (old, text)
     return result
+
+
+def _locate(
+    site: Fixer, text: str, result: Plan, *, report: bool
+) -> tuple[cst.Module, Located] | None:
+    """The site's anchors in ``text``; None (and the site missing) when any is not found.
+
+    ``report``: record the anchors found (with their lines in ``text``).
+    """
+    try:
+        module = cst.parse_module(text)
+    except cst.ParserSyntaxError as error:
+        result.missing.append(
+            Missing(site.path, site.site, f"a file libcst can parse ({error.message})")
+        )
+        return None
+    locator = Locator(module)
+    try:
+        located = site.locate(locator)
+    except AnchorMissing as missing:
+        result.missing.append(Missing(site.path, site.site, missing.looked_for))
+        return None
+    if report:
+        for node, what in located.found:
+            result.found.append(Found(site.path, locator.line(node), site.site, what))
+    return module, located
 
 
 def _plan_new_file(checkout: Path, site: NewFile, text: str | None, result: Plan) -> None:

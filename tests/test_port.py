@@ -46,10 +46,11 @@ CHECK_OUTPUT = f"""\
 continue in the active-regressions loop
 {DETECTOR}:75  site 1  the resolved-issue yield: group.version, group.date_regressed, detected
 {DETECTOR}:65  site 1  the batch loop around it (orphans are deactivated per batch)
-{DETECTOR}:44  site 2  RegressionDetector._filter_escalating_groups()
-{DETECTOR}:51  site 2  capture_message("Missing issue group for regression issue") followed by \
+{DETECTOR}:76  site 1  the batch's close: RegressionGroup.objects.bulk_update(closing, ["active"])
+{DETECTOR}:43  site 2  RegressionDetector._filter_escalating_groups()
+{DETECTOR}:50  site 2  capture_message("Missing issue group for regression issue") followed by \
 continue in its loop over the bundles
-{DETECTOR}:39  site 2  RegressionDetector.redirect_escalations: the loop over \
+{DETECTOR}:38  site 2  RegressionDetector.redirect_escalations: the loop over \
 cls._filter_escalating_groups(...)
 {TASKS}:37  site 3  _detect_function_change_points: regressions = \
 FunctionRegressionDetector.save_regressions_with_versions(regressions) (save, then emit)

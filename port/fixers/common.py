@@ -14,6 +14,8 @@ DEFAULTS = "src/sentry/options/defaults.py"
 ORPHANS = "src/sentry/statistical_detectors/orphans.py"
 ORPHANS_MODULE = "sentry.statistical_detectors.orphans"
 DEACTIVATE = "deactivate_orphaned_regression_groups"
+PENDING_TYPE = "PendingVersionEnds"
+END_PENDING = "end_pending_versions"
 
 MISSING_GROUP_MESSAGE = "Missing issue group for regression issue"
 MESSAGE_CALL = f'capture_message("{MISSING_GROUP_MESSAGE}") followed by continue'

@@ -18,6 +18,7 @@ import libcst as cst
 
 from port.base import AnchorMissing, Located, Locator
 from port.cst_tools import (
+    add_import,
     append_parameter,
     body_of,
     call_name,
@@ -29,19 +30,19 @@ from port.cst_tools import (
     top_level_function,
     with_blank_line,
 )
-from port.fixers.common import target_names
+from port.fixers.common import END_PENDING, ORPHANS_MODULE, PENDING_TYPE, target_names
 
 SITE = "site 3"
 FLOW = "_detect_function_change_points"
 EMIT = "emit_function_regression_issue"
-DUE = "_regressions_due_versions"
+DECIDE = "_decide_regression_versions"
 
 
 def locate(locator: Locator) -> Located:
     module = locator.module
     flow = top_level_function(module, FLOW)
-    if any(isinstance(s, cst.FunctionDef) and s.name.value == DUE for s in module.body):
-        return Located(found=[(flow, f"{FLOW}(): already ported ({DUE})")], done=SITE)
+    if any(isinstance(s, cst.FunctionDef) and s.name.value == DECIDE for s in module.body):
+        return Located(found=[(flow, f"{FLOW}(): already ported ({DECIDE})")], done=SITE)
     statements = body_of(flow)
     save, detector, regressions = _save_statement(statements)
     loop = _emit_loop(statements, regressions)
@@ -63,19 +64,26 @@ def locate(locator: Locator) -> Located:
     new_loop = parse_statements(
         "not_emitted_count = 0\n"
         f"for {chunk} in {locator.code(loop.iter)}:\n"
-        "    # Decided without creating a version, emitted, and saved only when sent: a version\n"
-        "    # without its occurrence would be an orphan from birth.\n"
-        f"    due = {DUE}({detector}, {chunk})\n"
-        "    if not due:\n"
-        "        continue\n"
+        "    # Decided without writing, emitted, and only then written, for the regressions sent:\n"
+        "    # a version saved without its occurrence would be an orphan from birth.\n"
+        f"    due, held, pending = {DECIDE}({detector}, {chunk})\n"
         "    sent: list[BreakpointData] = []\n"
-        f"    {detected} += len(due)\n"
-        f"    {emitted} += {EMIT}({projects}, due, {start}, sent=sent)\n"
-        "    not_emitted_count += len(due) - len(sent)\n"
+        "    if due:\n"
+        f"        {emitted} += {EMIT}({projects}, due, {start}, sent=sent)\n"
+        "        not_emitted_count += len(due) - len(sent)\n"
+        "    # A version is ended (a resolved issue's closed, an orphan deactivated) only now: for\n"
+        "    # a regression sent, or one the buffer holds back a new version for. A regression not\n"
+        "    # sent keeps its version as it was, and the next run decides it again.\n"
+        f"    {END_PENDING}(\n"
+        "        pending,\n"
+        "        [*sent, *held],\n"
+        f"        source={detector}.source,\n"
+        f"        kind={detector}.kind,\n"
+        "    )\n"
         f"    for _ in {detector}.save_regressions_with_versions(\n"
         "        regression for regression in sent\n"
         "    ):\n"
-        "        pass\n"
+        f"        {detected} += 1\n"
     )
     new_loop[0] = new_loop[0].with_changes(leading_lines=loop.leading_lines)
     not_emitted_metric = with_blank_line(
@@ -92,18 +100,19 @@ def locate(locator: Locator) -> Located:
         )
     )
     due_function = parse_statements(
-        f"def {DUE}(\n"
+        f"def {DECIDE}(\n"
         "    detector: type[RegressionDetector], regressions: list[BreakpointData]\n"
-        ") -> list[BreakpointData]:\n"
-        '    """The regressions save_regressions_with_versions would version now; none saved.\n'
+        f") -> tuple[list[BreakpointData], list[BreakpointData], {PENDING_TYPE}]:\n"
+        '    """What save_regressions_with_versions would do with these regressions; nothing written.\n'
         "\n"
-        "    get_regression_versions closes the versions it ends (a resolved issue, an\n"
-        "    orphan) as it does for the save: a regression not emitted meets an inactive\n"
-        "    version next time and is decided again. The buffer is the save's own.\n"
+        "    The regressions due a new version; those the buffer holds back (the save's own check),\n"
+        "    whose previous version is still ended; and the version ends, pending until written.\n"
         '    """\n'
+        f"    pending = {PENDING_TYPE}()\n"
         "    due: list[BreakpointData] = []\n"
+        "    held: list[BreakpointData] = []\n"
         "    for _, prev_date_regressed, regression in detector.get_regression_versions(\n"
-        "        regression for regression in regressions\n"
+        "        (regression for regression in regressions), pending=pending\n"
         "    ):\n"
         f'        date_regressed = datetime.fromtimestamp(regression["breakpoint"], {utc})\n'
         "        if (\n"
@@ -111,7 +120,9 @@ def locate(locator: Locator) -> Located:
         "            or prev_date_regressed + detector.buffer_period <= date_regressed\n"
         "        ):\n"
         "            due.append(regression)\n"
-        "    return due\n"
+        "        else:\n"
+        "            held.append(regression)\n"
+        "    return due, held, pending\n"
     )
     due_function[0] = due_function[0].with_changes(
         leading_lines=[cst.EmptyLine(indent=False), cst.EmptyLine(indent=False)]
@@ -134,7 +145,7 @@ def locate(locator: Locator) -> Located:
     )
 
     def apply(module: cst.Module) -> cst.Module:
-        return rewrite(
+        edited = rewrite(
             module,
             {
                 id(save): replace_with(cst.RemovalSentinel.REMOVE),
@@ -148,6 +159,7 @@ def locate(locator: Locator) -> Located:
                 id(status_check): lambda node: cst.FlattenSentinel([node, *record_sent]),
             },
         )
+        return add_import(edited, ORPHANS_MODULE, PENDING_TYPE, END_PENDING)
 
     return Located(
         found=[

@@ -52,14 +52,14 @@ def plan(checkout: Path, sites: list[Site]) -> Plan:
         if text is None:
             result.missing.append(Missing(site.path, site.site, f"the file {site.path}"))
             continue
-        original = originals.setdefault(site.path, text)
+        as_read = originals.setdefault(site.path, text)
         # Anchors are reported on the file as it is (its line numbers); the rewrite applies to
         # the text the earlier sites of the same file made of it.
-        first = _locate(site, original, result, report=True)
+        first = _locate(site, as_read, result, report=True)
         if first is None:
             continue
         module, located = first
-        if located.rewrite is not None and text != original:
+        if located.rewrite is not None and text != as_read:
             again = _locate(site, text, result, report=False)
             if again is None:
                 continue
@@ -67,8 +67,8 @@ def plan(checkout: Path, sites: list[Site]) -> Plan:
         if located.rewrite is not None:
             texts[site.path] = located.rewrite(module).code
     for path, text in texts.items():
-        original = checkout / path
-        old = original.read_text(encoding="utf-8") if original.is_file() else None
+        file = checkout / path
+        old = file.read_text(encoding="utf-8") if file.is_file() else None
         if text is not None and text != old:
             result.changes[path] = (old, text)
     return result

@@ -136,6 +136,32 @@ def test_a_resolved_version_is_closed_only_when_the_next_is_emitted() -> None:
     assert (outcome.action, outcome.version) == (RegressionAction.CLOSED_RESOLVED, 2)
 
 
+def test_an_orphan_is_deactivated_only_when_the_next_is_emitted() -> None:
+    project = ProjectFactory.create()
+    [regression] = regressions(project, 1)
+    orphan = RegressionGroup.objects.create(
+        project=project,
+        type=FUNCTION,
+        fingerprint=generate_fingerprint(FUNCTION, regression.name),
+        version=1,
+        date_regressed=NOW - timedelta(days=5),
+        date_added=NOW - timedelta(days=2),
+        baseline=1,
+        regressed=2,
+    )
+    [outcome] = detect_function_change_points(
+        regressions=[regression], emit=IssuePlatform(fail=True), now=NOW
+    )
+    orphan.refresh_from_db()
+    # The emission failed: the orphan is not deactivated, nothing is created.
+    assert (outcome.skip_reason, orphan.active, orphans()) == (SkipReason.NOT_EMITTED, True, 1)
+    # Emitted (its issue not ingested yet): the orphan is deactivated and version 2 saved.
+    [outcome] = detect_function_change_points(regressions=[regression], emit=lambda rs: rs, now=NOW)
+    orphan.refresh_from_db()
+    assert (outcome.action, outcome.version) == (RegressionAction.DEACTIVATED_ORPHAN, 2)
+    assert not orphan.active
+
+
 def test_nothing_due_calls_no_emitter() -> None:
     project = ProjectFactory.create()
     emitter = IssuePlatform()

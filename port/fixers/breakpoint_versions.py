@@ -111,7 +111,8 @@ def locate(locator: Locator) -> Located:
     def only_without_pending(node: cst.CSTNode) -> cst.CSTNode:
         assert isinstance(node, cst.SimpleStatementLine)
         guarded = cst.parse_statement(f"if {PENDING} is None:\n    pass\n")
-        assert isinstance(guarded, cst.If) and isinstance(guarded.body, cst.IndentedBlock)
+        assert isinstance(guarded, cst.If)
+        assert isinstance(guarded.body, cst.IndentedBlock)
         return guarded.with_changes(
             leading_lines=node.leading_lines,
             body=guarded.body.with_changes(body=[node.with_changes(leading_lines=())]),
@@ -168,7 +169,7 @@ def _resolved_yield(loop: cst.For) -> tuple[cst.SimpleStatementLine, cst.BaseExp
 
 
 def _bulk_close(locator: Locator, batch: cst.For) -> cst.SimpleStatementLine:
-    """``RegressionGroup.objects.bulk_update(<closing>, ["active"])``, directly in the batch loop."""
+    """``RegressionGroup.objects.bulk_update(<closing>, ["active"])`` in the batch loop's body."""
     for statement in body_of(batch):
         if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
             continue

@@ -71,8 +71,8 @@ def locate(locator: Locator) -> Located:
         "    if due:\n"
         f"        {emitted} += {EMIT}({projects}, due, {start}, sent=sent)\n"
         "        not_emitted_count += len(due) - len(sent)\n"
-        "    # A version is ended (a resolved issue's closed, an orphan deactivated) only now: for\n"
-        "    # a regression sent, or one the buffer holds back a new version for. A regression not\n"
+        "    # A version is ended (a resolved issue's closed, an orphan deactivated) only now:\n"
+        "    # for a regression sent, or one the buffer holds back a new version for. One not\n"
         "    # sent keeps its version as it was, and the next run decides it again.\n"
         f"    {END_PENDING}(\n"
         "        pending,\n"
@@ -103,10 +103,10 @@ def locate(locator: Locator) -> Located:
         f"def {DECIDE}(\n"
         "    detector: type[RegressionDetector], regressions: list[BreakpointData]\n"
         f") -> tuple[list[BreakpointData], list[BreakpointData], {PENDING_TYPE}]:\n"
-        '    """What save_regressions_with_versions would do with these regressions; nothing written.\n'
+        '    """What save_regressions_with_versions would do with these; nothing written.\n'
         "\n"
-        "    The regressions due a new version; those the buffer holds back (the save's own check),\n"
-        "    whose previous version is still ended; and the version ends, pending until written.\n"
+        "    The regressions due a new version; those the buffer holds back (the save's own\n"
+        "    check), whose previous version is still ended; and the version ends, pending.\n"
         '    """\n'
         f"    pending = {PENDING_TYPE}()\n"
         "    due: list[BreakpointData] = []\n"

@@ -167,6 +167,28 @@ class TestApply:
             assert [line for line in new_lines if line != line.rstrip()] == [], path
             assert [line for line in new_lines if len(line) > 100] == [], path
 
+    def test_long_names_in_the_flow_are_laid_out_within_100_characters(
+        self, checkout: Path
+    ) -> None:
+        """Upstream's loop binds ``regression_chunk``: the decision's call is split over lines."""
+        text = (checkout / TASKS).read_text()
+        (checkout / TASKS).write_text(
+            text.replace("for chunk in", "for regression_chunk in")
+            .replace("len(chunk)", "len(regression_chunk)")
+            .replace("projects_by_id, chunk, start", "projects_by_id, regression_chunk, start")
+        )
+
+        assert run(checkout)[0] == 0
+
+        ported = (checkout / TASKS).read_text()
+        compile(ported, TASKS, "exec")
+        assert [line for line in ported.splitlines() if len(line) > 100] == []
+        assert (
+            "        due, held, pending = _decide_regression_versions(\n"
+            "            FunctionRegressionDetector, regression_chunk\n"
+            "        )\n"
+        ) in ported
+
     def test_the_detector_never_calls_now_on_datetime_timezone(self, checkout: Path) -> None:
         """detector.py imports ``timezone`` from ``datetime``: ``timezone.now()`` would raise."""
         run(checkout)

@@ -66,11 +66,11 @@ def locate(locator: Locator) -> Located:
         f"for {chunk} in {locator.code(loop.iter)}:\n"
         "    # Decided without writing, emitted, and only then written, for the regressions sent:\n"
         "    # a version saved without its occurrence would be an orphan from birth.\n"
-        f"    due, held, pending = {DECIDE}({detector}, {chunk})\n"
-        "    sent: list[BreakpointData] = []\n"
+        + _call_line(4, "due, held, pending = ", DECIDE, f"{detector}, {chunk}")
+        + "    sent: list[BreakpointData] = []\n"
         "    if due:\n"
-        f"        {emitted} += {EMIT}({projects}, due, {start}, sent=sent)\n"
-        "        not_emitted_count += len(due) - len(sent)\n"
+        + _call_line(8, f"{emitted} += ", EMIT, f"{projects}, due, {start}, sent=sent")
+        + "        not_emitted_count += len(due) - len(sent)\n"
         "    # A version is ended (a resolved issue's closed, an orphan deactivated) only now:\n"
         "    # for a regression sent, or one the buffer holds back a new version for. One not\n"
         "    # sent keeps its version as it was, and the next run decides it again.\n"
@@ -272,6 +272,16 @@ def _emitter_parts(
         ):
             return init, append, variable, statement
     raise AnchorMissing(f"if <response>.status != 200: ... in {EMIT}")
+
+
+def _call_line(indent: int, prefix: str, function: str, arguments: str) -> str:
+    """``prefix function(arguments)`` as one line, or with the arguments on a line of their own
+    when that passes 100 characters once in the flow's loop (4 more spaces)."""
+    pad = " " * indent
+    line = f"{pad}{prefix}{function}({arguments})\n"
+    if len(line) - 1 + 4 <= 100:
+        return line
+    return f"{pad}{prefix}{function}(\n{pad}    {arguments}\n{pad})\n"
 
 
 def _utc(imports: dict[str, str]) -> str:

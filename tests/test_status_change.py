@@ -21,12 +21,15 @@ from regression_tracking.issues.status_change import (
     UNEXPECTED_SUBSTATUS_MESSAGE,
     UNSUPPORTED_STATUS_MESSAGE,
     RecordingProducer,
-    StatusChange,
-    process_status_change,
 )
 from regression_tracking.models import Group, GroupStatus, GroupSubStatus, RegressionType
 from regression_tracking.ops.log import record_extra
-from regression_tracking.statistical_detectors import redirect_escalations, redirect_resolutions
+from regression_tracking.services import (
+    StatusChange,
+    process_status_change,
+    redirect_escalations,
+    redirect_resolutions,
+)
 from tests.factories import ProjectFactory, create_issue_for
 from tests.test_detector_upstream import TIMESTAMP, create_version, trend
 

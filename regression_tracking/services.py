@@ -27,7 +27,8 @@ from regression_tracking.cleanup.detection import (
 from regression_tracking.cleanup.locking import CleanupAlreadyRunning, DetectionLockTimeout
 from regression_tracking.cleanup.run import (
     DEFAULT_BATCH_SIZE,
-    MAX_BATCH_SIZE,
+    DEFAULT_BATCH_TIME_SECONDS,
+    MAX_BATCH_TIME_SECONDS,
     BatchReport,
     CleanupAction,
     CleanupArgumentError,
@@ -38,6 +39,7 @@ from regression_tracking.cleanup.run import (
     cleanup_orphaned_regressions,
     run_cleanup,
 )
+from regression_tracking.cleanup.sizing import MAX_BATCH_SIZE
 from regression_tracking.issues.grouping import (
     MISSING_GROUP_MESSAGE,
     MISSING_ISSUE_GROUP_MESSAGE,
@@ -77,10 +79,12 @@ DEFAULT_MIN_AGE = GRACE_PERIOD
 __all__ = [
     "BUFFER_PERIOD",
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_BATCH_TIME_SECONDS",
     "DEFAULT_MIN_AGE",
     "ESCALATING_ISSUE_STATES",
     "GRACE_PERIOD",
     "MAX_BATCH_SIZE",
+    "MAX_BATCH_TIME_SECONDS",
     "MISSING_GROUP_MESSAGE",
     "MISSING_ISSUE_GROUP_MESSAGE",
     "NOT_FOUND_METRIC",

@@ -158,6 +158,7 @@ class TestOutput:
             "changed_meanwhile": 0,
             "not_reached": 0,
             "batches": 1,
+            "batch_sizes": {"min": 1000, "max": 1000, "last": 1000},
             "last_id": world["discarded"].id,
             "stop_reason": "done",
         }
@@ -213,7 +214,7 @@ class TestOptions:
         assert fake_time.now == pytest.approx(1.0)
 
     def test_sleep(self, world, fake_time) -> None:
-        output = run("--sleep", "0.3", "--batch-size", "1")
+        output = run("--sleep", "0.3", "--batch-size", "1", "--batch-time", "0")
         assert "batches: 3\n" in output
         # 0.3 s between batches 1-2 and 2-3, none after the last.
         assert sum(fake_time.pauses) == pytest.approx(0.6)
@@ -246,6 +247,7 @@ class TestOptions:
             "--project ID",
             "--type {endpoint,function}",
             "--batch-size N",
+            "--batch-time SECONDS",
             "--max-rows N",
             "--max-runtime DURATION",
             "--sleep SECONDS",
@@ -280,6 +282,9 @@ class TestBadInput:
             (["--sleep", "-1"], "argument --sleep: must not be negative, got -1.0"),
             (["--sleep", "3601"], "argument --sleep: must be at most 3600 seconds"),
             (["--sleep", "nan"], "argument --sleep: invalid number 'nan'"),
+            (["--batch-time", "-1"], "argument --batch-time: must be between 0 and 60 seconds"),
+            (["--batch-time", "61"], "argument --batch-time: must be between 0 and 60 seconds"),
+            (["--batch-time", "fast"], "argument --batch-time: invalid number 'fast'"),
             (["--min-age", "\u0667d"], "argument --min-age: invalid duration"),
             (["--batch-size", "\u0661\u0660"], "argument --batch-size: invalid integer"),
             (["--start-after-id", "-1"], "argument --start-after-id: must be at least 0"),

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 CONCURRENT_ROUNDS = 3
 CONCURRENT_ORPHANS = 400
 # Slow enough that the first run still holds the lock when the second one asks for it.
-SLOW_RUN = ["--batch-size", "20", "--sleep", "0.05", "-v", "2"]
+SLOW_RUN = ["--batch-size", "20", "--batch-time", "0", "--sleep", "0.05", "-v", "2"]
 # A refused run must be told at once, not after waiting for the other one.
 REFUSED_WITHIN_SECONDS = 10.0
 
@@ -133,6 +133,8 @@ def test_rows_locked_past_the_lock_timeout_retry_and_the_run_finishes() -> None:
             "deactivate",
             "--batch-size",
             str(LOCK_BATCH_SIZE),
+            "--batch-time",
+            "0",
             "-v",
             "2",
             application_name=f"rt_locked_{os.getpid()}",
@@ -162,7 +164,8 @@ def test_rows_locked_throughout_skip_their_batch_and_the_run_finishes_the_rest(t
     before = regression_rows()
     locked = world.eligible[(LOCKED_BATCH - 1) * LOCK_BATCH_SIZE : LOCKED_BATCH * LOCK_BATCH_SIZE]
     backup = tmp_path / "backup.jsonl"
-    args = ["--batch-size", str(LOCK_BATCH_SIZE), "-v", "2", "--backup", str(backup)]
+    args = ["--batch-size", str(LOCK_BATCH_SIZE), "--batch-time", "0", "-v", "2"]
+    args += ["--backup", str(backup)]
     with other_connection() as other:
         other.execute("BEGIN")
         other.execute(

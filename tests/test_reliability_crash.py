@@ -68,7 +68,8 @@ def test_kill_9_at_random_points_then_rerun_equals_one_clean_run(tmp_path) -> No
     initial = regression_rows()
     eligible = world.eligible
     application_name = f"rt_crash_{os.getpid()}"
-    args = ["--batch-size", str(CRASH_BATCH_SIZE), "-v", "2"]
+    # Fixed sizes: the batches of every crashed run line up with the clean run's.
+    args = ["--batch-size", str(CRASH_BATCH_SIZE), "--batch-time", "0", "-v", "2"]
 
     # One clean run gives the state every crashed-and-rerun sequence must end in.
     clean_backup = tmp_path / "clean.jsonl"

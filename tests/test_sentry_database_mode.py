@@ -286,6 +286,7 @@ def expected_result(
         "changed_meanwhile": 0,
         "not_reached": 0,
         "batches": -(-eligible // batch_size),
+        "batch_sizes": {"min": batch_size, "max": batch_size, "last": batch_size},
         "last_id": last_id,
         "stop_reason": "done",
     }
@@ -352,7 +353,7 @@ def test_delete_removes_exactly_the_old_orphans_and_a_rerun_finds_none(sentry_db
     eligible_ids = sentry_db.ids("orphaned AND old")
     rows, others = sentry_db.regression_rows(), sentry_db.other_tables()
 
-    data = sentry_db.cleanup("--batch-size", "100")
+    data = sentry_db.cleanup("--batch-size", "100", "--batch-time", "0")
 
     assert data == expected_result(
         counts, action="delete", dry_run=False, batch_size=100, last_id=eligible_ids[-1]
@@ -389,7 +390,7 @@ def test_deactivate_closes_exactly_the_old_active_orphans(sentry_db) -> None:
     assert dry["eligible"] == ELIGIBLE_FOR_DEACTIVATE
     assert sentry_db.regression_rows() == rows
 
-    data = sentry_db.cleanup("--action", "deactivate")
+    data = sentry_db.cleanup("--action", "deactivate", "--batch-time", "0")
 
     assert data == expected_result(
         counts, action="deactivate", dry_run=False, batch_size=1000, last_id=eligible_ids[-1]

@@ -72,6 +72,7 @@ class TestDelete:
             "changed_meanwhile": 0,
             "not_reached": 0,
             "batches": 1,
+            "batch_sizes": {"min": 1000, "max": 1000, "last": 1000},
             "last_id": world.discarded.id,
             "stop_reason": "done",
             "elapsed_seconds": result.as_dict()["elapsed_seconds"],
@@ -197,6 +198,7 @@ class TestBatches:
 
         result = cleanup_orphaned_regressions(
             batch_size=1,
+            batch_time=0,
             sleep=0.25,
             clock=lambda: now[0],
             pause=pause,
@@ -236,7 +238,9 @@ class TestRaceRule:
             if report.number == 1:
                 create_issue_for(RegressionGroup.objects.get(id=world.old_inactive.id))
 
-        result = cleanup_orphaned_regressions(batch_size=1, on_batch=create_issue_after_first_batch)
+        result = cleanup_orphaned_regressions(
+            batch_size=1, batch_time=0, on_batch=create_issue_after_first_batch
+        )
         assert world.old_inactive.id in remaining_ids()
         assert (result.eligible, result.acted, result.batches) == (3, 2, 3)
 
@@ -289,7 +293,7 @@ class TestRaceRule:
             return real_sql(self, eligible)
 
         monkeypatch.setattr(batches_module.BatchWrite, "_sql", counting_sql)
-        result = cleanup_orphaned_regressions(batch_size=1)
+        result = cleanup_orphaned_regressions(batch_size=1, batch_time=0)
         assert (result.batches, result.acted, len(compiled)) == (3, 3, 1)
 
     def test_the_orm_delete_of_eligible_orphans_is_one_fast_delete(
@@ -479,7 +483,7 @@ class TestPostgreSQLTwoConnections:
                 "SELECT id FROM sentry_regressiongroup WHERE id = %s FOR UPDATE",
                 [world.old_inactive.id],
             )
-            result = cleanup_orphaned_regressions(batch_size=1)
+            result = cleanup_orphaned_regressions(batch_size=1, batch_time=0)
         assert (result.acted, result.skipped, result.batches) == (2, 1, 3)
         assert remaining_ids() == [world.linked.id, world.old_inactive.id, world.recent.id]
         assert cleanup_orphaned_regressions().acted == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from django.db.models import BigIntegerField, Expression, F, Lookup, QuerySet
 from django.db.models.sql import DeleteQuery, UpdateQuery
 
 from regression_tracking.cleanup.backup import BackupWriter
-from regression_tracking.cleanup.locking import LOCK_NOT_AVAILABLE, set_local_timeouts, sqlstate
+from regression_tracking.cleanup.locking import LOCK_NOT_AVAILABLE, set_local_settings, sqlstate
 from regression_tracking.models import RegressionGroup
 from regression_tracking.orphans import eligible_orphans, lock_rows
 
@@ -33,9 +34,24 @@ logger = logging.getLogger("regression_tracking.services.batches")
 # Per batch transaction on PostgreSQL: wait this long for a row lock, then retry or skip the batch.
 LOCK_TIMEOUT = "2s"
 STATEMENT_TIMEOUT = "60s"
+# The batch's write probes GroupHash's (project_id, hash) index once per row (a nested loop). For
+# a batch of a few thousand ids PostgreSQL's estimate prefers hashing every live GroupHash, which
+# it then builds again for every batch: on a table of a million GroupHashes that costs several
+# times the whole batch (benchmarks.shapes times the delete at batch sizes up to the largest). A
+# batch holds at most MAX_BATCH_SIZE rows, so the probes are always the cheaper plan.
+BATCH_PLANNER_SETTINGS = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
 # Attempts at a batch whose rows stay locked by another transaction before it is skipped.
 LOCK_ATTEMPTS = 3
 LOCK_RETRY_PAUSE_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    # The ids the batch changed (or would change); None when its rows stayed locked.
+    acted_ids: list[int] | None
+    # How long its transaction took, from BEGIN to COMMIT (the attempt that ran, not the ones
+    # that waited on locks); 0 for a skipped batch.
+    seconds: float
 
 
 def run_batch(
@@ -45,14 +61,14 @@ def run_batch(
     dry_run: bool,
     backup: BackupWriter | None,
     pause: Callable[[float], None] = time.sleep,
-) -> list[int] | None:
-    """The ids the batch changed (or would change); None when its rows stayed locked.
-
-    ``write`` is the run's statement: it deletes the batch's eligible orphans or deactivates them.
-    """
+    clock: Callable[[], float] = time.monotonic,
+) -> BatchOutcome:
+    """Run one batch: ``write`` deletes its eligible orphans or deactivates them."""
     for attempt in range(1, LOCK_ATTEMPTS + 1):
+        started = clock()
         try:
-            return _run_batch(batch_ids, write=write, dry_run=dry_run, backup=backup)
+            acted_ids = _run_batch(batch_ids, write=write, dry_run=dry_run, backup=backup)
+            return BatchOutcome(acted_ids=acted_ids, seconds=clock() - started)
         except OperationalError as error:
             if sqlstate(error) != LOCK_NOT_AVAILABLE:
                 raise
@@ -67,7 +83,7 @@ def run_batch(
             )
             if attempt < LOCK_ATTEMPTS:
                 pause(LOCK_RETRY_PAUSE_SECONDS)
-    return None
+    return BatchOutcome(acted_ids=None, seconds=0.0)
 
 
 def id_array(ids: Sequence[int]) -> str:
@@ -176,6 +192,18 @@ class BatchWrite:
         return sql, tuple(batch_params)
 
 
+def set_batch_settings(using: str) -> None:
+    """The batch transaction's settings: its timeouts and its plan (``BATCH_PLANNER_SETTINGS``)."""
+    set_local_settings(
+        using,
+        {
+            "lock_timeout": LOCK_TIMEOUT,
+            "statement_timeout": STATEMENT_TIMEOUT,
+            **BATCH_PLANNER_SETTINGS,
+        },
+    )
+
+
 def _run_batch(
     batch_ids: Sequence[int],
     *,
@@ -188,9 +216,7 @@ def _run_batch(
         # batch against the database would only cost a second pass over the orphans.
         return list(batch_ids)
     with transaction.atomic(using=write.using):
-        set_local_timeouts(
-            write.using, lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT
-        )
+        set_batch_settings(write.using)
         # Lock first, in a statement of its own: what follows decides on a snapshot taken after
         # the rows are locked, and never waits on them.
         batch_ids = lock_rows(write.rows(batch_ids))

@@ -12,7 +12,7 @@ counts starting together cannot both pass it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from typing import Any
@@ -135,19 +135,23 @@ def _seconds_setting(duration: timedelta) -> str:
 
 
 def set_local_timeouts(using: str, *, lock_timeout: str, statement_timeout: str) -> None:
-    """Bound the current transaction's statements on PostgreSQL (settings such as ``"2s"``).
+    """Bound the current transaction's statements on PostgreSQL (settings such as ``"2s"``)."""
+    set_local_settings(
+        using, {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout}
+    )
+
+
+def set_local_settings(using: str, settings: Mapping[str, str]) -> None:
+    """Set PostgreSQL settings for the current transaction, in one statement; nothing elsewhere.
 
     ``set_config(…, true)`` lasts until the transaction ends, so nothing leaks into the session.
     """
     connection = connections[using]
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql" or not settings:
         return
+    calls = ", ".join("set_config(%s, %s, true)" for _ in settings)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('lock_timeout', %s, true),"
-            " set_config('statement_timeout', %s, true)",
-            [lock_timeout, statement_timeout],
-        )
+        cursor.execute(f"SELECT {calls}", [part for item in settings.items() for part in item])
 
 
 def table_lock_holders(using: str, models: tuple[type[Model], ...]) -> list[str]:

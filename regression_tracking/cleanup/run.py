@@ -37,6 +37,7 @@ from regression_tracking.cleanup.locking import (
     bounded_statements,
     sqlstate,
 )
+from regression_tracking.cleanup.sizing import MAX_BATCH_SIZE, BatchSizer
 from regression_tracking.durations import format_duration
 from regression_tracking.ops import metrics
 from regression_tracking.orphans import GRACE_PERIOD, OrphanReason
@@ -51,7 +52,10 @@ DETECTION_STATEMENT_TIMEOUT = timedelta(minutes=30)
 # before it fails naming what holds them; never longer than 80% of the run's max_runtime.
 DETECTION_LOCK_TIMEOUT = timedelta(seconds=30)
 DEFAULT_BATCH_SIZE = 1000
-MAX_BATCH_SIZE = 10_000
+# How long each write transaction should take; batch sizes adapt to it (0: they stay fixed).
+DEFAULT_BATCH_TIME_SECONDS = 0.5
+# The longest time target: a batch's statement is cancelled after its statement timeout.
+MAX_BATCH_TIME_SECONDS = 60.0
 # Sleeps between batches are cut in slices this long, so an interrupt is seen promptly.
 SLEEP_SLICE_SECONDS = 0.1
 
@@ -118,6 +122,9 @@ class CleanupResult:
     # acted (or would_act) + skipped + changed_meanwhile + not_reached = eligible.
     not_reached: int = 0
     batches: int = 0
+    # The batch sizes chosen (the smallest, the largest, the last; the last batch may hold fewer
+    # rows); None when no batch ran.
+    batch_sizes: dict[str, int] | None = None
     # The last candidate id the run got through: rerun with start_after_id = last_id to resume.
     last_id: int | None = None
     stop_reason: StopReason = StopReason.DONE
@@ -176,7 +183,9 @@ class CleanupRequest:
     # The grace period: orphans younger than this (by date_added) are left alone.
     min_age: timedelta = GRACE_PERIOD
     scope: OrphanScope = field(default_factory=OrphanScope)
+    # The first batch's size; later ones adapt to batch_time (with batch_time 0 they keep it).
     batch_size: int = DEFAULT_BATCH_SIZE
+    batch_time: float = DEFAULT_BATCH_TIME_SECONDS
     max_rows: int | None = None
     max_runtime: timedelta | None = None
     sleep: float = 0.0
@@ -195,6 +204,11 @@ def _validate(request: CleanupRequest) -> None:
     if not 1 <= request.batch_size <= MAX_BATCH_SIZE:
         raise CleanupArgumentError(
             "batch_size", f"must be between 1 and {MAX_BATCH_SIZE}, got {request.batch_size}"
+        )
+    if not 0 <= request.batch_time <= MAX_BATCH_TIME_SECONDS:
+        raise CleanupArgumentError(
+            "batch_time",
+            f"must be between 0 and {MAX_BATCH_TIME_SECONDS:g} seconds, got {request.batch_time}",
         )
     if request.max_rows is not None and request.max_rows < 1:
         raise CleanupArgumentError("max_rows", f"must be at least 1, got {request.max_rows}")
@@ -328,6 +342,7 @@ def _log_started(request: CleanupRequest) -> None:
             "start_after_id": scope.after_id,
             "shard": "/".join(map(str, scope.shard)) if scope.shard else None,
             "batch_size": request.batch_size,
+            "batch_time_seconds": request.batch_time,
             "max_rows": request.max_rows,
         },
     )
@@ -381,7 +396,11 @@ def _run_batches(
         now=result.now,
         using=request.using,
     )
-    max_rows, batch_size, sleep = request.max_rows, request.batch_size, request.sleep
+    max_rows, sleep = request.max_rows, request.sleep
+    # A dry run writes nothing: with no transaction to time, its batches keep --batch-size.
+    sizer = BatchSizer(
+        first=request.batch_size, target_seconds=0.0 if result.dry_run else request.batch_time
+    )
     position = 0
     while True:
         changed = result.would_act if result.dry_run else result.acted
@@ -399,11 +418,17 @@ def _run_batches(
             result.stop_reason = StopReason.INTERRUPTED
             return
 
-        size = batch_size if max_rows is None else min(batch_size, max_rows - changed)
+        size = sizer.start_batch()
+        result.batch_sizes = sizer.used()
+        if max_rows is not None:
+            size = min(size, max_rows - changed)
         batch_ids = eligible[position : position + size]
-        acted_ids = run_batch(
-            batch_ids, write=write, dry_run=result.dry_run, backup=backup, pause=pause
+        outcome = run_batch(
+            batch_ids, write=write, dry_run=result.dry_run, backup=backup, pause=pause, clock=clock
         )
+        acted_ids = outcome.acted_ids
+        if acted_ids is not None:
+            sizer.record(rows=len(batch_ids), seconds=outcome.seconds)
         position += len(batch_ids)
         result.batches += 1
         result.last_id = batch_ids[-1]

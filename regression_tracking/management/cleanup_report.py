@@ -123,8 +123,18 @@ def format_summary(result: CleanupResult, request: CleanupRequest) -> str:
     if result.not_reached:
         lines.append(f"not reached: {result.not_reached} (the run stopped first)")
     last_id = "-" if result.last_id is None else str(result.last_id)
+    lines.append(f"batches: {result.batches}")
+    if result.batch_sizes is not None:
+        sizes = result.batch_sizes
+        adapted = (
+            f"adapted to --batch-time {request.batch_time:g}s"
+            if request.batch_time and not request.dry_run
+            else "fixed"
+        )
+        lines.append(
+            f"batch sizes: {sizes['min']} to {sizes['max']}, last {sizes['last']} ({adapted})"
+        )
     lines += [
-        f"batches: {result.batches}",
         f"last id: {last_id}",
         f"stop reason: {result.stop_reason}",
         f"elapsed: {result.elapsed_seconds:.2f}s",

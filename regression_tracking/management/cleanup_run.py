@@ -40,7 +40,15 @@ EXIT_LOCKED = 3
 
 
 # The options that go into the CleanupRequest as they are parsed.
-REQUEST_OPTIONS = ("dry_run", "min_age", "batch_size", "max_rows", "max_runtime", "sleep")
+REQUEST_OPTIONS = (
+    "dry_run",
+    "min_age",
+    "batch_size",
+    "batch_time",
+    "max_rows",
+    "max_runtime",
+    "sleep",
+)
 
 
 def build_request(options: Mapping[str, Any]) -> CleanupRequest:

@@ -36,6 +36,7 @@ EXIT_USAGE = 2
 SERVICE_OPTIONS = {
     "min_age": "--min-age",
     "batch_size": "--batch-size",
+    "batch_time": "--batch-time",
     "max_rows": "--max-rows",
     "max_runtime": "--max-runtime",
     "sleep": "--sleep",

@@ -39,8 +39,10 @@ from regression_tracking.management.streams import GuardedOutputCommand
 from regression_tracking.models import RegressionType
 from regression_tracking.services import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCH_TIME_SECONDS,
     GRACE_PERIOD,
     MAX_BATCH_SIZE,
+    MAX_BATCH_TIME_SECONDS,
     CleanupAction,
     CleanupResult,
     run_cleanup,
@@ -98,7 +100,19 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
             type=integer,
             default=DEFAULT_BATCH_SIZE,
             metavar="N",
-            help=f"Rows per write transaction, 1 to {MAX_BATCH_SIZE}. Default: %(default)s.",
+            help=f"Rows in the first write transaction, 1 to {MAX_BATCH_SIZE}; later batches "
+            "adapt to --batch-time (with --batch-time 0, every batch holds N rows). "
+            "Default: %(default)s.",
+        )
+        parser.add_argument(
+            "--batch-time",
+            type=seconds,
+            default=DEFAULT_BATCH_TIME_SECONDS,
+            metavar="SECONDS",
+            help="How long each write transaction should take: after each batch the next one's "
+            "size is chosen from its rate, at most twice the one before, within 1 and "
+            f"{MAX_BATCH_SIZE} rows. 0 keeps --batch-size fixed; a dry run, with nothing to "
+            f"time, keeps it too. 0 to {MAX_BATCH_TIME_SECONDS:g}. Default: %(default)s.",
         )
         parser.add_argument(
             "--max-rows",

@@ -25,13 +25,15 @@ ORPHAN = (
 )
 OLD_ENOUGH = "rg.date_added < now() - interval '24 hours'"
 
+# A figure beside detection's floor: the orphans counted, nothing more. It never reads the
+# GroupHashes without a group, which the reason needs.
 FLOOR_COUNT = f"SELECT count(*) FROM sentry_regressiongroup rg WHERE {ORPHAN}"
-# Not a target's reference, a figure beside it: everything detection returns (the orphans by
-# reason, the too recent ones, the eligible ids in id order), as one hand-written statement. The
-# reason needs the GroupHashes without a group too, which the count above never reads.
+# Detection's floor: everything detection returns (the rows scanned, the orphans by reason, the
+# too recent ones, the eligible count and ids in id order), as one hand-written statement.
 FLOOR_CENSUS = (
-    "SELECT count(*) FILTER (WHERE gh.id IS NULL), count(*) FILTER (WHERE gh.id IS NOT NULL),"
-    f" count(*) FILTER (WHERE NOT ({OLD_ENOUGH})),"
+    "SELECT (SELECT count(*) FROM sentry_regressiongroup),"
+    " count(*) FILTER (WHERE gh.id IS NULL), count(*) FILTER (WHERE gh.id IS NOT NULL),"
+    f" count(*) FILTER (WHERE NOT ({OLD_ENOUGH})), count(*) FILTER (WHERE {OLD_ENOUGH}),"
     " string_agg(int8send(rg.id), ''::bytea ORDER BY rg.id) FILTER (WHERE"
     f" {OLD_ENOUGH})"
     " FROM sentry_regressiongroup rg LEFT JOIN sentry_grouphash gh"
@@ -60,6 +62,35 @@ def run_statement(sql: str, params: list[Any] | None = None) -> Statement:
         rows = cursor.fetchone()[0] if sql.lstrip().upper().startswith("SELECT") else None
         seconds = time.perf_counter() - started
         return Statement(seconds=seconds, rows=cursor.rowcount if rows is None else int(rows))
+
+
+# How long to wait for the server's statistics to take in what ended backends and workers did.
+STATS_SETTLE_SECONDS = 0.3
+STATS_SETTLE_ATTEMPTS = 20
+
+
+def database_blocks() -> int:
+    """Buffers touched in this database so far (shared hits plus reads), every backend's.
+
+    Statistics reach the shared counters when a backend goes idle (forced here for this one) or
+    ends (a parallel worker, a subprocess's connection): read until two readings agree.
+    """
+    previous = None
+    with connection.cursor() as cursor:
+        for _ in range(STATS_SETTLE_ATTEMPTS):
+            cursor.execute("SELECT pg_stat_force_next_flush()")
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT blks_hit + blks_read FROM pg_stat_database"
+                " WHERE datname = current_database()"
+            )
+            blocks = int(cursor.fetchone()[0])
+            if blocks == previous:
+                return blocks
+            previous = blocks
+            time.sleep(STATS_SETTLE_SECONDS)
+    assert previous is not None
+    return previous
 
 
 def explain_plan(sql: str, params: list[Any] | None = None) -> str:

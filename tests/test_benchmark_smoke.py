@@ -79,7 +79,12 @@ def test_smoke_small_run_of_a_shape_with_its_peers(tmp_path) -> None:
     for step in ("detect", "delete", "deactivate"):
         assert math.isfinite(figures[step]["command"]), step
         assert_seconds(figures[step]["floor"])
-    assert_seconds(figures["detect"]["census_floor"])
+    assert_seconds(figures["detect"]["count_floor"])
+    for step in ("detect", "delete", "deactivate"):
+        # Buffers come from the server's statistics: every step touches some.
+        assert figures[step]["floor_blocks"] > 0, step
+        assert figures[step]["command_blocks"] > 0, step
+    assert figures["delete"]["batch_sizes"]["min"] == 1000
     assert_seconds(figures["bulk_delete_query"])
     assert_seconds(figures["per_row_extrapolated"])
     assert summarize(figures).startswith("discarded")
@@ -95,6 +100,7 @@ def test_smoke_small_run_of_a_shape_with_its_peers(tmp_path) -> None:
     assert "PostgreSQL" in machine
     assert machine.endswith("`python -m benchmarks.shapes`.")
     assert "| discarded, 400 | " in text
+    assert "(buffers " in text
     assert "Not met" in text or "Every target met" in text
 
 

@@ -101,6 +101,7 @@ class TestOutput:
             "eligible: 3\n"
             "deleted: 3\n"
             "batches: 1\n"
+            "batch sizes: 1000 to 1000, last 1000 (adapted to --batch-time 0.5s)\n"
             f"last id: {world['discarded'].id}\n"
             "stop reason: done\n"
             "elapsed: <s>\n"

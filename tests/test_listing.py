@@ -83,6 +83,7 @@ def summary(would: str, count: int, last_id: int = 104, too_recent: int = 1) -> 
         f"eligible: {count}\n"
         f"would be {would}: {count} (dry run: nothing was changed)\n"
         "batches: 1\n"
+        "batch sizes: 1000 to 1000, last 1000 (fixed)\n"
         f"last id: {last_id}\n"
         "stop reason: done\n"
         "elapsed: <s>\n"
@@ -330,7 +331,7 @@ class TestListOption:
         for _ in range(DEFAULT_LIST_LIMIT + 1):
             RegressionGroupFactory.create(project=project, date_added=NOW - timedelta(days=2))
         lines = run("--dry-run", "--list").splitlines()
-        assert len(lines) == 1 + DEFAULT_LIST_LIMIT + 1 + 1 + 9
+        assert len(lines) == 1 + DEFAULT_LIST_LIMIT + 1 + 1 + 10
         assert lines[DEFAULT_LIST_LIMIT + 1] == (
             "listed 100 of 101 orphans that would be deleted; 1 left out (--list-limit 100)"
         )

@@ -6,6 +6,7 @@ Shapes (each built with ``INSERT … SELECT generate_series`` by ``benchmarks.da
 
 - ``default``: N rows over 1,000 projects, 10% orphans (the benchmark's own data);
 - ``discarded``: as many GroupHashes without a group as with one (Sentry's "delete and discard");
+- ``dense``: about a third of the rows orphaned (the issue hash of every fourth linked row gone);
 - ``large_projects``: 10 projects of N/10 rows each.
 
 Per shape: the command (a subprocess, its start-up subtracted) for detection (``--dry-run``)
@@ -53,6 +54,44 @@ def _discard_half_the_grouphashes() -> None:
     dataset.vacuum(("sentry_grouphash",))
 
 
+# Shape "dense": the issue's own GroupHash of every DENSE_MODULUS-th linked row is gone too.
+DENSE_MODULUS = 4
+
+
+def _drop_a_quarter_of_the_issue_hashes() -> None:
+    """Shape (b): about a third of the rows orphaned. The own GroupHash of every fourth row that
+    has a live issue is deleted: 10% + 90% / 4 = 32.5% orphans, mostly ``missing_grouphash``."""
+    from benchmarks import dataset
+
+    dataset.execute(
+        "DELETE FROM sentry_grouphash WHERE id <= (SELECT max(id) FROM sentry_regressiongroup)"
+        f" AND group_id IS NOT NULL AND id % {DENSE_MODULUS} = 1"
+    )
+    dataset.vacuum(("sentry_grouphash",))
+
+
+def _count_by_hand() -> Any:
+    """What the data holds, from the hand-written orphan predicate (not the code under test)."""
+    from benchmarks import dataset
+    from benchmarks.floor import ORPHAN
+
+    [(rows, orphans, without_group, active_orphans)] = dataset.execute(
+        "SELECT count(*), count(*) FILTER (WHERE orphan), count(*) FILTER (WHERE orphan AND"
+        " EXISTS (SELECT 1 FROM sentry_grouphash gh WHERE gh.project_id = rg.project_id"
+        " AND gh.hash = md5(rg.fingerprint))), count(*) FILTER (WHERE orphan AND active)"
+        f" FROM (SELECT rg.*, {ORPHAN} AS orphan FROM sentry_regressiongroup rg) rg"
+    )
+    [(grouphashes,)] = dataset.execute("SELECT count(*) FROM sentry_grouphash")
+    return dataset.Expected(
+        rows=int(rows),
+        grouphashes=int(grouphashes),
+        orphans=int(orphans),
+        missing_grouphash=int(orphans) - int(without_group),
+        grouphash_without_group=int(without_group),
+        active_orphans=int(active_orphans),
+    )
+
+
 def measure_shape(
     name: str, *, rows: int, projects: int, database_url: str, repeat: int, peers: bool = True
 ) -> dict[str, Any]:
@@ -75,6 +114,9 @@ def measure_shape(
     if name == "discarded":
         _discard_half_the_grouphashes()
         expected = dataset.count_expected()
+    if name == "dense":
+        _drop_a_quarter_of_the_issue_hashes()
+        expected = _count_by_hand()
     # Autovacuum would add its own buffers to the database's counters between readings.
     for table in ("sentry_regressiongroup", "sentry_grouphash", "sentry_groupedmessage"):
         dataset.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
@@ -353,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument(
-        "--shapes", default="default,discarded,large_projects", help="Shapes at --rows."
+        "--shapes", default="default,discarded,dense,large_projects", help="Shapes at --rows."
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument(
@@ -368,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.run import migrate
 
     migrate(options.database_url)
-    project_counts = {"default": 1_000, "discarded": 1_000, "large_projects": 10}
+    project_counts = {"default": 1_000, "discarded": 1_000, "dense": 1_000, "large_projects": 10}
     shapes = [name for name in options.shapes.split(",") if name]
     runs = [(name, options.rows, project_counts[name], True) for name in shapes]
     runs += [("default", int(n), 1_000, False) for n in options.scale.split(",") if n]

@@ -109,6 +109,8 @@ def statement_kind(sql: str) -> str:
     text = sql.lstrip().upper()
     if "STRING_AGG(INT8SEND(" in text:
         return "detect_orphans"
+    if text.startswith("SELECT") and text.rstrip().endswith("FOR UPDATE"):
+        return "lock_rows"
     if text.startswith(("DELETE", "UPDATE")) or (text.startswith("SELECT") and " IN (" in text):
         return "batches"
     return "other"
@@ -131,16 +133,21 @@ def timing_statements() -> Iterator[dict[str, list[float]]]:
 
 
 def profile_cleanup(
-    *, action: CleanupAction, dry_run: bool, batch_size: int
+    *, action: CleanupAction, dry_run: bool, batch_size: int, **request: Any
 ) -> dict[str, dict[str, float]]:
     """Run the cleanup in-process and split its time by step: statements, and Python around them.
 
-    Statement times include fetching their rows; ``python`` is the rest of the service's time.
+    Statement times include fetching their rows; ``python`` is the rest of the service's time
+    (the commits of the batches included).
     """
     with timing_statements() as times:
         started = time.perf_counter()
         cleanup_orphaned_regressions(
-            action=action, dry_run=dry_run, batch_size=batch_size, min_age=timedelta(hours=24)
+            action=action,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            min_age=timedelta(hours=24),
+            **request,
         )
         total = time.perf_counter() - started
     profile = {

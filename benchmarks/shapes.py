@@ -107,8 +107,10 @@ def measure_shape(
         ORPHAN,
         Statement,
         database_blocks,
+        profile_cleanup,
         run_statement,
     )
+    from regression_tracking.services import CleanupAction
 
     expected = dataset.build(rows=rows, projects=projects)
     if name == "discarded":
@@ -197,6 +199,11 @@ def measure_shape(
             "command_blocks": min(blocks["command"]),
             "batch_sizes": sizes[commands.index(min(commands))],
         }
+    # Where the delete's time goes: the same run in-process, its statements timed by step.
+    dataset.restore()
+    figures["delete_profile"] = profile_cleanup(
+        action=CleanupAction.DELETE, dry_run=False, batch_size=1000
+    )
     figures["max_rss_mb"] = max(rss)
     figures["rss_above_baseline_bytes_per_orphan"] = (
         (max(rss) - baseline_rss) * 1024 * 1024 / max(expected.orphans, 1)
@@ -283,6 +290,17 @@ def summarize(figures: dict[str, Any]) -> str:
         f" peak RSS {figures['max_rss_mb']:.1f} MB (baseline {figures['baseline_rss_mb']:.1f} MB,"
         f" {figures['rss_above_baseline_bytes_per_orphan']:.0f} B per orphan above it)"
     )
+
+
+def profile_row(figures: dict[str, Any]) -> str:
+    profile = figures["delete_profile"]
+
+    def cell(kind: str) -> str:
+        step = profile.get(kind, {"seconds": 0.0, "statements": 0})
+        return f"{step['seconds']:.2f} s ({int(step['statements'])})"
+
+    steps = ("detect_orphans", "lock_rows", "batches", "python", "total")
+    return f"| {figures['shape']}, {figures['rows']:,} | " + " | ".join(map(cell, steps)) + " |"
 
 
 def blocks_ratio(step: dict[str, Any]) -> str:
@@ -373,6 +391,12 @@ def page_section(report: list[dict[str, Any]], command: str) -> str:
             if f["delete"].get("batch_sizes")
         )
         + ".",
+        "",
+        "Where the delete's time goes (the same run in-process; seconds, statements):",
+        "",
+        "| shape, N | detection | lock_rows | DELETE | commits and Python | total |",
+        "|---|---|---|---|---|---|",
+        *(profile_row(f) for f in report if "delete_profile" in f),
         "",
         f"Targets: detect <= {DETECT_TARGET}x, delete and deactivate <= {WRITE_TARGET}x (bold:"
         f" above its target), peak RSS under {RSS_LIMIT_MB} MB and flat from 1M up"

@@ -85,6 +85,9 @@ def test_smoke_small_run_of_a_shape_with_its_peers(tmp_path) -> None:
         assert figures[step]["floor_blocks"] > 0, step
         assert figures[step]["command_blocks"] > 0, step
     assert figures["delete"]["batch_sizes"]["min"] == 1000
+    profile = figures["delete_profile"]
+    assert profile["detect_orphans"]["statements"] == 1
+    assert profile["lock_rows"]["statements"] == profile["batches"]["statements"] == 1
     assert_seconds(figures["bulk_delete_query"])
     assert_seconds(figures["per_row_extrapolated"])
     assert summarize(figures).startswith("discarded")
@@ -101,6 +104,7 @@ def test_smoke_small_run_of_a_shape_with_its_peers(tmp_path) -> None:
     assert machine.endswith("`python -m benchmarks.shapes`.")
     assert "| discarded, 400 | " in text
     assert "(buffers " in text
+    assert "Where the delete's time goes" in text
     assert "Not met" in text or "Every target met" in text
 
 

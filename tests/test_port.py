@@ -61,7 +61,7 @@ calling emit_function_regression_issue()
 {TASKS}:54  site 3  emit_function_regression_issue: answer.status != 200
 {TASKS}:23  daily task  run_detection() with \
 @instrumented_task(name="sentry.tasks.statistical_detectors.run_detection")
-{SERVER}:8  schedule  TASKWORKER_REGION_SCHEDULES['statistical-detectors-detect-regressions'] \
+{SERVER}:10  schedule  TASKWORKER_REGION_SCHEDULES['statistical-detectors-detect-regressions'] \
 -> performance:sentry.tasks.statistical_detectors.run_detection
 {DEFAULTS}:4  option  register('statistical_detectors.enable', ...)
 {TEST_ORPHANS}:1  tests  new file (absent, will be written)
@@ -315,6 +315,14 @@ MESSAGE = '"Missing issue group for regression issue"'
                 "['statistical-detectors-detect-regressions'] = {...}"
             ],
             id="schedule entry renamed",
+        ),
+        pytest.param(
+            edit(SERVER, "TASKWORKER_REGION_SCHEDULES:", "CELERYBEAT_SCHEDULE_REGION:"),
+            [
+                f"{SERVER}  schedule  NOT FOUND: TASKWORKER_REGION_SCHEDULES = {{...}} at the top "
+                "level of the settings"
+            ],
+            id="schedules still Celery's",
         ),
         pytest.param(
             lambda root: (root / SERVER).unlink(),

@@ -31,7 +31,7 @@ CHANGELIST = "/admin/regression_tracking/regressiongroup/"
 # The page adds the session, the user, and the user's and their groups' permissions.
 PAGE_STATEMENTS = 4
 # The census's join of RegressionGroups on GroupHash, from its LEFT JOIN to its WHERE.
-CENSUS_JOIN = re.compile(r"LEFT JOIN \(SELECT .*? IS NOT TRUE")
+CENSUS_JOIN = re.compile(r" regression LEFT JOIN \(SELECT .*? IS NOT TRUE")
 
 
 def overview_queries() -> int:

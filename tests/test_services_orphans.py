@@ -354,7 +354,7 @@ class TestDetection:
         cutoff, week = now - GRACE, now - timedelta(days=7)
         create_linked_regression(date_added=now - timedelta(days=30))
         young = RegressionGroupFactory.create(date_added=now - timedelta(hours=1))
-        days = RegressionGroupFactory.create(
+        RegressionGroupFactory.create(
             project=young.project, date_added=now - timedelta(days=2), active=False
         )
         discarded = RegressionGroupFactory.create(

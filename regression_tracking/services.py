@@ -20,7 +20,9 @@ from regression_tracking.cleanup.backup import (
     restore_regression_groups,
 )
 from regression_tracking.cleanup.detection import (
+    BreakdownKey,
     Detection,
+    OrphanBreakdown,
     OrphanScope,
     detect_orphans,
 )
@@ -96,6 +98,7 @@ __all__ = [
     "BackupWriteError",
     "BackupWriter",
     "BatchReport",
+    "BreakdownKey",
     "BreakpointData",
     "CleanupAction",
     "CleanupAlreadyRunning",
@@ -106,6 +109,7 @@ __all__ = [
     "DetectedRegression",
     "Detection",
     "DetectionLockTimeout",
+    "OrphanBreakdown",
     "OrphanReason",
     "OrphanScope",
     "RegressionAction",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from regression_tracking.models import Group, GroupHash, RegressionGroup, Regres
 from regression_tracking.orphans import IssueHash, is_orphan
 from regression_tracking.services import (
     MISSING_ISSUE_GROUP_MESSAGE,
+    BreakdownKey,
     OrphanReason,
     OrphanScope,
     bulk_get_groups_from_fingerprints,
@@ -224,6 +226,40 @@ def test_postgresql_plans_detection_as_one_left_join_statement(
 
 
 @pytest.mark.postgresql
+def test_postgresql_plans_the_census_with_a_breakdown_as_the_same_one_join(
+    django_assert_num_queries,
+) -> None:
+    RegressionGroupFactory.create_batch(3)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_nestloop = off")
+        cursor.execute("SET LOCAL enable_mergejoin = off")
+    now = timezone.now()
+    scanned, scanned_params, from_sql, params = orphans_module._census(
+        scope=OrphanScope(),
+        cutoff=now - GRACE,
+        active_only=False,
+        id_range=None,
+        using="default",
+        breakdown=(now - timedelta(days=7),),
+    )
+    census = orphans_module._BREAKDOWN_CENSUS.format(
+        scanned=scanned, from_sql=from_sql, group_by=orphans_module._POSTGRESQL_BREAKDOWN_GROUPS
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + census, scanned_params + params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Hash Left Join" in plan, plan
+    assert plan.count("on sentry_grouphash") == 1, plan
+    assert plan.count("on sentry_regressiongroup") == 2, plan
+    # Savepoint, two set_config, the bounds of the id range, the census, release.
+    with django_assert_num_queries(6):
+        detection = detect_orphans(cutoff=far_future(), breakdown=(now,))
+    assert detection.breakdown is not None
+    assert detection.scanned == sum(detection.breakdown.counts.values()) == 3
+    assert sum(detection.breakdown.by_project.values()) == 3
+
+
+@pytest.mark.postgresql
 def test_postgresql_census_is_logged_with_its_values_bound(django_assert_num_queries) -> None:
     RegressionGroupFactory.create_batch(2)
     cutoff = far_future()
@@ -313,6 +349,73 @@ class TestDetection:
         empty = detect_orphans(cutoff=far_future(), scope=OrphanScope(project_ids=()))
         assert empty.scanned == 0
 
+    def test_a_breakdown_counts_the_orphans_by_reason_type_age_active_and_project(self) -> None:
+        now = timezone.now()
+        cutoff, week = now - GRACE, now - timedelta(days=7)
+        create_linked_regression(date_added=now - timedelta(days=30))
+        young = RegressionGroupFactory.create(date_added=now - timedelta(hours=1))
+        RegressionGroupFactory.create(
+            project=young.project, date_added=now - timedelta(days=2), active=False
+        )
+        discarded = RegressionGroupFactory.create(
+            date_added=now - timedelta(days=30), type=RegressionType.FUNCTION
+        )
+        create_grouphash_without_group(discarded)
+        detection = detect_orphans(cutoff=cutoff, breakdown=(week,))
+        endpoint, function = RegressionType.ENDPOINT, RegressionType.FUNCTION
+        assert detection.breakdown is not None
+        assert detection.breakdown.counts == {
+            BreakdownKey(MISSING, endpoint, 0, True): 1,
+            BreakdownKey(MISSING, endpoint, 1, False): 1,
+            BreakdownKey(WITHOUT_GROUP, function, 2, True): 1,
+        }
+        assert detection.breakdown.by_project == {young.project_id: 2, discarded.project_id: 1}
+        # The census's own figures come with it, as without a breakdown.
+        plain = detect_orphans(cutoff=cutoff)
+        assert (detection.scanned, detection.by_reason, detection.too_recent) == (
+            plain.scanned,
+            plain.by_reason,
+            plain.too_recent,
+        )
+        # The ids are not collected: the breakdown is a census for counting.
+        assert list(detection.eligible_ids) == []
+        assert plain.breakdown is None
+
+    def test_a_breakdown_over_several_id_ranges_adds_up(self, monkeypatch) -> None:
+        now = timezone.now()
+        rows = [
+            RegressionGroupFactory.create(date_added=now - timedelta(days=days))
+            for days in (0, 3, 10, 3, 0)
+        ]
+        create_issue_for(rows[2])
+        edges = (now - timedelta(days=7),)
+        whole = detect_orphans(cutoff=now - GRACE, breakdown=edges)
+        monkeypatch.setattr(orphans_module, "DETECTION_RANGE_IDS", 2)
+        ranged = detect_orphans(cutoff=now - GRACE, breakdown=edges)
+        assert ranged == whole
+        assert ranged.breakdown is not None
+        assert sum(ranged.breakdown.counts.values()) == ranged.orphaned == 4
+
+    def test_a_breakdown_without_orphans_still_counts_the_rows(self) -> None:
+        for row in RegressionGroupFactory.create_batch(3):
+            create_issue_for(row)
+        detection = detect_orphans(cutoff=far_future(), breakdown=())
+        assert detection.scanned == 3
+        assert detection.breakdown is not None
+        assert (detection.breakdown.counts, detection.breakdown.by_project) == ({}, {})
+
+    @pytest.mark.parametrize(
+        "before_cutoff",
+        [(timedelta(0),), (timedelta(hours=-1),), (timedelta(days=2), timedelta(days=1))],
+    )
+    def test_breakdown_edges_come_before_the_cutoff_oldest_last(
+        self, before_cutoff, django_assert_num_queries
+    ) -> None:
+        cutoff = timezone.now() - GRACE
+        edges = tuple(cutoff - before for before in before_cutoff)
+        with django_assert_num_queries(0), pytest.raises(ValueError, match="age edges"):
+            detect_orphans(cutoff=cutoff, breakdown=edges)
+
 
 GRACE = timedelta(hours=24)
 
@@ -396,6 +499,27 @@ def test_the_rule_and_the_census_agree_with_a_brute_force_oracle(
             assert list(census.eligible_ids) == [
                 o.id for o in expected if o.old_enough and (o.active or not active_only)
             ]
+        # The census with a breakdown: the same figures, and the orphans counted by reason, type,
+        # age bucket (how many of the cutoff and the edge the orphan is older than) and active.
+        edge_hours = 36
+        census = detect_orphans(
+            cutoff=now - GRACE, scope=scope, breakdown=(now - timedelta(hours=edge_hours),)
+        )
+        plain = detect_orphans(cutoff=now - GRACE, scope=scope)
+        assert (census.scanned, census.by_reason, census.too_recent) == (
+            plain.scanned,
+            plain.by_reason,
+            plain.too_recent,
+        )
+        attributes = {regression.id: row for regression, row in zip(created, rows, strict=True)}
+        keys: Counter[BreakdownKey] = Counter()
+        for orphan in expected:
+            _p, _fingerprint, regression_type, _active, age = attributes[orphan.id]
+            bucket = (age > GRACE.total_seconds() / 3600) + (age > edge_hours)
+            keys[BreakdownKey(orphan.reason, regression_type, bucket, orphan.active)] += 1
+        assert census.breakdown is not None
+        assert census.breakdown.counts == dict(keys)
+        assert census.breakdown.by_project == dict(Counter(o.project_id for o in expected))
         transaction.set_rollback(True)
 
 

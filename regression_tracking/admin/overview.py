@@ -1,9 +1,10 @@
-"""The figures of the admin's orphan overview, in three statements whatever the table's size.
+"""The figures of the admin's orphan overview: the cleanup's detection census, with a breakdown.
 
-Built from the orphan rule (``regression_tracking.orphans``): the orphans are ``is_orphan()``, their
-reason ``orphan_reason()``. One grouped statement counts them by reason, type, age bucket and
-active (at most 2 x 2 x 5 x 2 rows come back; the breakdowns are summed from them); one more gives
-the projects with the most; one counts the regression groups, orphaned or not.
+One pass over the table, the dry run's (``detect_orphans``: the same join of the rows on GroupHash
+by the issue key, one statement per id range), asked to count the orphans by reason, type, age
+bucket, active and project instead of collecting their ids; then the slugs of the projects with
+the most. So the overview's figures are the dry run's: its rows scanned, orphans by reason and too
+recent ones are the same census's.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import DEFAULT_DB_ALIAS
-from django.db.models import Case, Count, IntegerField, OuterRef, Subquery, Value, When
 from django.utils import timezone
 
 from regression_tracking.durations import format_duration
-from regression_tracking.models import Project, RegressionGroup, RegressionType
-from regression_tracking.orphans import is_orphan, orphan_reason
-from regression_tracking.services import GRACE_PERIOD, OrphanReason
+from regression_tracking.models import Project, RegressionType
+from regression_tracking.services import GRACE_PERIOD, OrphanBreakdown, OrphanReason, detect_orphans
 
 TOP_PROJECTS = 10
 
@@ -69,54 +68,45 @@ class OrphanOverview:
     top_projects: tuple[Figure, ...]
 
 
-def _age_bucket(now: datetime) -> Case:
-    """The index in AGE_BUCKETS of the outer RegressionGroup's age at ``now``."""
-    whens = [
-        When(date_added__gte=now - bucket.max_age, then=Value(index))
-        for index, bucket in enumerate(AGE_BUCKETS)
-        if bucket.max_age is not None
-    ]
-    return Case(*whens, default=Value(len(AGE_BUCKETS) - 1), output_field=IntegerField())
-
-
 def orphan_overview(*, top: int = TOP_PROJECTS, using: str = DEFAULT_DB_ALIAS) -> OrphanOverview:
     """Orphans by reason, by type, by age bucket, and the ``top`` projects with the most."""
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
     now = timezone.now()
-    rows = RegressionGroup.objects.using(using)
-    orphans = rows.filter(is_orphan())
-    grouped = (
-        orphans.annotate(orphan_reason=orphan_reason(), age_bucket=_age_bucket(now))
-        .values_list("orphan_reason", "type", "age_bucket", "active")
-        .annotate(count=Count("id"))
-        .order_by()
-    )
-    by_reason: Counter[str] = Counter()
-    by_type: Counter[int] = Counter()
+    # The census's cutoff is the first bucket's edge (the grace period): its too recent orphans
+    # are that bucket, and the buckets after it are the census's age buckets.
+    first, *later = AGE_BUCKETS
+    assert first.max_age is not None
+    edges = tuple(now - bucket.max_age for bucket in later if bucket.max_age is not None)
+    detection = detect_orphans(cutoff=now - first.max_age, breakdown=edges, using=using)
+    breakdown = detection.breakdown
+    assert isinstance(breakdown, OrphanBreakdown)
+    by_type: Counter[RegressionType] = Counter()
     by_age: Counter[int] = Counter()
     active = 0
-    for reason, kind, bucket, is_active, count in grouped:
-        by_reason[reason] += count
-        by_type[kind] += count
-        by_age[bucket] += count
-        active += count if is_active else 0
-    # The slug by a subquery: a project row may be gone in a real Sentry database.
-    top_projects = (
-        orphans.values("project_id")
-        .annotate(count=Count("id"))
-        .order_by("-count", "project_id")
-        .annotate(slug=Subquery(Project.objects.filter(id=OuterRef("project_id")).values("slug")))
-        .values_list("project_id", "slug", "count")[:top]
+    for key, count in breakdown.counts.items():
+        by_type[key.type] += count
+        by_age[key.age_bucket] += count
+        active += count if key.active else 0
+    most = sorted(breakdown.by_project.items(), key=lambda item: (-item[1], item[0]))[:top]
+    # The slugs by id: a project row may be gone in a real Sentry database.
+    slugs = (
+        dict(
+            Project.objects.using(using)
+            .filter(id__in=[project_id for project_id, _count in most])
+            .values_list("id", "slug")
+        )
+        if most
+        else {}
     )
     return OrphanOverview(
         as_of=now,
-        regression_groups=rows.count(),
-        orphans=sum(by_reason.values()),
+        regression_groups=detection.scanned,
+        orphans=detection.orphaned,
         active_orphans=active,
-        past_grace_period=sum(by_age[index] for index in range(1, len(AGE_BUCKETS))),
+        past_grace_period=detection.orphaned - detection.too_recent,
         by_reason=tuple(
-            Figure(label=str(reason), count=by_reason[reason], key=str(reason))
+            Figure(label=str(reason), count=detection.by_reason[reason], key=str(reason))
             for reason in OrphanReason
         ),
         by_type=tuple(
@@ -128,7 +118,11 @@ def orphan_overview(*, top: int = TOP_PROJECTS, using: str = DEFAULT_DB_ALIAS) -
             for index, bucket in enumerate(AGE_BUCKETS)
         ),
         top_projects=tuple(
-            Figure(label=slug or f"project {project_id}", count=count, key=str(project_id))
-            for project_id, slug, count in top_projects
+            Figure(
+                label=slugs.get(project_id) or f"project {project_id}",
+                count=count,
+                key=str(project_id),
+            )
+            for project_id, count in most
         ),
     )

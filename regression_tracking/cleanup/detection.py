@@ -5,7 +5,9 @@ what makes a GroupHash live (``is_live_grouphash``). Detection (``detect_orphans
 statement per large id range, aggregated in the database: one left join of the rows on GroupHash
 by the issue key gives each row's liveness and an orphan's reason together, and the statement
 returns the scanned count, the orphans by reason, the too recent ones and the eligible ids, so the
-table is read once and no row becomes a Python object.
+table is read once and no row becomes a Python object. Asked for a breakdown (the admin's
+overview), the same census counts the orphans by reason, type, age and active, and by project,
+instead of collecting the ids.
 """
 
 from __future__ import annotations
@@ -14,19 +16,23 @@ import sys
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from itertools import pairwise
+from typing import Any, NamedTuple
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import (
     BooleanField,
+    Case,
     ExpressionWrapper,
     F,
     Func,
+    IntegerField,
     Max,
     Min,
     Q,
     QuerySet,
     Value,
+    When,
 )
 from django.db.models.functions import Mod
 
@@ -59,6 +65,26 @@ class OrphanScope:
     shard: tuple[int, int] | None = None
 
 
+class BreakdownKey(NamedTuple):
+    """What a census with a breakdown counts orphans by."""
+
+    reason: OrphanReason
+    type: RegressionType
+    # How many of the census's cutoff and age edges the orphan's date_added is before: 0 for the
+    # too recent ones, len(edges) + 1 for those older than the oldest edge.
+    age_bucket: int
+    active: bool
+
+
+@dataclass(slots=True)
+class OrphanBreakdown:
+    """A census's orphans counted two ways; only the non-zero counts are present."""
+
+    counts: dict[BreakdownKey, int] = field(default_factory=dict)
+    # Orphans by project id.
+    by_project: dict[int, int] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Detection:
     """What one pass over the scope found."""
@@ -71,8 +97,10 @@ class Detection:
     # Orphans inside the grace period.
     too_recent: int = 0
     # Ids of the orphans the action applies to (old enough; active too, for deactivate), in id
-    # order, 8 bytes each.
+    # order, 8 bytes each. Not collected by a census with a breakdown.
     eligible_ids: array[int] = field(default_factory=lambda: array("q"))
+    # The orphans by reason, type, age and active, and by project, when asked for.
+    breakdown: OrphanBreakdown | None = None
 
     @property
     def orphaned(self) -> int:
@@ -121,6 +149,15 @@ def _compiled(queryset: QuerySet[Any], using: str) -> tuple[str, tuple[Any, ...]
     return sql, tuple(params)
 
 
+def _age_bucket(old_enough: Q, edges: tuple[datetime, ...]) -> Case:
+    """How many of the cutoff (``old_enough``) and ``edges`` (oldest last) date_added is before."""
+    whens = [When(~old_enough, then=Value(0))]
+    whens += [
+        When(date_added__gte=edge, then=Value(bucket)) for bucket, edge in enumerate(edges, 1)
+    ]
+    return Case(*whens, default=Value(len(edges) + 1), output_field=IntegerField())
+
+
 def _census(
     *,
     scope: OrphanScope,
@@ -128,6 +165,7 @@ def _census(
     active_only: bool,
     id_range: tuple[int, int] | None,
     using: str,
+    breakdown: tuple[datetime, ...] | None = None,
 ) -> tuple[str, tuple[Any, ...], str, tuple[Any, ...]]:
     """The census of one id range: the scanned count's subquery and the orphans' FROM clause.
 
@@ -137,7 +175,8 @@ def _census(
     (``is_live_grouphash()`` false: an orphan, ``grouphash_without_group``) or a live one (not an
     orphan). This is ``is_orphan()`` and ``orphan_reason()`` read off one join. Every piece is
     compiled from a queryset; only the join condition and the aggregates around it are written
-    here, over the aliases the querysets name.
+    here, over the aliases the querysets name. With ``breakdown`` (age edges) the rows also carry
+    their type, active and age bucket; the join is the same.
     """
     regressions = scoped(RegressionGroup.objects.using(using), scope).order_by()
     if id_range is not None:
@@ -145,16 +184,20 @@ def _census(
     old_enough = Q(date_added__lt=cutoff)
     eligible_if_orphan = old_enough & Q(active=True) if active_only else old_enough
     scanned_sql, scanned_params = _compiled(regressions.values("pk"), using)
-    regressions_sql, regressions_params = _compiled(
-        regressions.values(
-            census_id=F("id"),
-            census_project_id=F("project_id"),
-            census_hash=IssueHash(F("fingerprint")),
-            census_old_enough=ExpressionWrapper(old_enough, output_field=BooleanField()),
-            census_eligible=ExpressionWrapper(eligible_if_orphan, output_field=BooleanField()),
-        ),
-        using,
-    )
+    columns: dict[str, Any] = {
+        "census_id": F("id"),
+        "census_project_id": F("project_id"),
+        "census_hash": IssueHash(F("fingerprint")),
+        "census_old_enough": ExpressionWrapper(old_enough, output_field=BooleanField()),
+        "census_eligible": ExpressionWrapper(eligible_if_orphan, output_field=BooleanField()),
+    }
+    if breakdown is not None:
+        columns |= {
+            "census_type": F("type"),
+            "census_active": F("active"),
+            "census_age_bucket": _age_bucket(old_enough, breakdown),
+        }
+    regressions_sql, regressions_params = _compiled(regressions.values(**columns), using)
     grouphashes = GroupHash.objects.using(using).order_by()
     if scope.shard is not None:
         # A shard's rows only ever match GroupHashes of the shard's projects: saying so lets the
@@ -213,6 +256,20 @@ _POSTGRESQL_CENSUS = (
 )
 # Ids per row of the census: 65,536 ids hold ~6,500 eligible ones at 10% orphans (52 kB a row).
 CENSUS_CHUNK_IDS = 65_536
+# The census with a breakdown, on every database: the same join, its orphans counted by the
+# breakdown's keys and by project instead of their ids collected. The LEFT JOIN on a one-row
+# relation brings the scanned count even when no row is an orphan.
+_BREAKDOWN_CENSUS = (
+    "SELECT {scanned}, orphans.* FROM (SELECT 1) one LEFT JOIN (SELECT"
+    " regression.census_project_id, regression.census_type,"
+    " grouphash.census_hash IS NOT NULL, regression.census_age_bucket, regression.census_active,"
+    " count(*) {from_sql} GROUP BY {group_by}) orphans ON true"
+)
+# On PostgreSQL two grouping sets: a row per project with orphans and one per key, never one
+# per combination of the two (the other set's columns are NULL).
+_POSTGRESQL_BREAKDOWN_GROUPS = "GROUPING SETS ((1), (2, 3, 4, 5))"
+# SQLite has no grouping sets: a row per combination.
+_BREAKDOWN_GROUPS = "1, 2, 3, 4, 5"
 # Elsewhere (SQLite: tests and small installs) the count, then a row per orphan in id order.
 _ROW_CENSUS = (
     "SELECT regression.census_id, grouphash.census_hash IS NOT NULL,"
@@ -255,6 +312,7 @@ def detect_orphans(
     cutoff: datetime,
     scope: OrphanScope | None = None,
     active_only: bool = False,
+    breakdown: tuple[datetime, ...] | None = None,
     using: str = DEFAULT_DB_ALIAS,
 ) -> Detection:
     """Scanned rows, orphans by reason, too recent ones and the eligible ids, in one pass.
@@ -262,9 +320,18 @@ def detect_orphans(
     Eligible: orphans added before ``cutoff`` (and active, with ``active_only``). One statement per
     DETECTION_RANGE_IDS rows (one up to that many rows), plus the range bounds from the primary
     key's index. Rows come back client-side: a server-side cursor gets no parallel plan.
+
+    With ``breakdown``, age edges before ``cutoff``, oldest last (``()`` for none), the census
+    also fills ``Detection.breakdown`` (an orphan's age bucket is how many of ``cutoff`` and the
+    edges its date_added is before) and collects no ids: a census for counting, the same
+    statements otherwise.
     """
     scope = scope or OrphanScope()
-    detection = Detection()
+    if breakdown is not None:
+        breakdown = tuple(breakdown)
+        if any(later <= earlier for later, earlier in pairwise((cutoff, *breakdown))):
+            raise ValueError("age edges must come before the cutoff, oldest last")
+    detection = Detection(breakdown=None if breakdown is None else OrphanBreakdown())
     if scope.project_ids == () or scope.ids == ():
         return detection
     connection = connections[using]
@@ -280,9 +347,23 @@ def detect_orphans(
             cursor.execute("SELECT set_config('parallel_tuple_cost', '0', true)")
         for id_range in _id_ranges(scope, using):
             scanned_sql, scanned_params, from_sql, params = _census(
-                scope=scope, cutoff=cutoff, active_only=active_only, id_range=id_range, using=using
+                scope=scope,
+                cutoff=cutoff,
+                active_only=active_only,
+                id_range=id_range,
+                using=using,
+                breakdown=breakdown,
             )
-            if connection.vendor == "postgresql":
+            if breakdown is not None:
+                postgresql = connection.vendor == "postgresql"
+                sql = _BREAKDOWN_CENSUS.format(
+                    scanned=scanned_sql,
+                    from_sql=from_sql,
+                    group_by=_POSTGRESQL_BREAKDOWN_GROUPS if postgresql else _BREAKDOWN_GROUPS,
+                )
+                cursor.execute(sql, scanned_params + params)
+                _add_breakdown(detection, cursor)
+            elif connection.vendor == "postgresql":
                 sql = _POSTGRESQL_CENSUS.format(
                     scanned=scanned_sql, chunk=CENSUS_CHUNK_IDS, from_sql=from_sql
                 )
@@ -346,6 +427,30 @@ def _add_chunks(detection: Detection, rows: Any) -> None:
         detection.eligible_ids.extend(ids)
     else:
         detection.eligible_ids = ids
+
+
+def _add_breakdown(detection: Detection, rows: Any) -> None:
+    """Add one range's census with a breakdown: a row per project and a row per key (both in
+    one row without grouping sets); the scanned count is in every row."""
+    breakdown = detection.breakdown
+    assert breakdown is not None
+    first = True
+    for scanned, project_id, kind, grouphash_exists, age_bucket, active, count in rows:
+        if first:
+            detection.scanned += scanned
+            first = False
+        if not count:
+            continue
+        if project_id is not None:
+            breakdown.by_project[project_id] = breakdown.by_project.get(project_id, 0) + count
+        if kind is None:
+            continue
+        reason = OrphanReason.of(grouphash_exists=bool(grouphash_exists))
+        key = BreakdownKey(reason, RegressionType(kind), age_bucket, bool(active))
+        breakdown.counts[key] = breakdown.counts.get(key, 0) + count
+        detection.by_reason[reason] += count
+        if age_bucket == 0:
+            detection.too_recent += count
 
 
 def _add_rows(detection: Detection, cursor: Any) -> None:

@@ -275,7 +275,7 @@ class RegressionGroupAdmin(ModelAdmin[RegressionGroup]):
         self.message_user(request, describe_outcome(outcome), level)
 
     def get_urls(self) -> list[URLPattern]:
-        # The orphan overview page (admin_overview.py), linked from the changelist's template.
+        # The orphan overview page (overview_view.py), linked from the changelist's template.
         return [*overview_urls(self), *super().get_urls()]
 
 

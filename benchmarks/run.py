@@ -31,7 +31,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench"
 DEFAULT_ROWS = 1_000_000
@@ -97,9 +97,27 @@ def setup_django(database_url: str) -> None:
     django.setup()
 
 
+def create_database(database_url: str) -> None:
+    """Create the benchmark's database when the server does not have it yet."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(maintenance, autocommit=True) as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if not exists:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
 def migrate(database_url: str) -> None:
+    """Create the database if it is missing, then apply the migrations."""
     from benchmarks.commands import run_manage
 
+    create_database(database_url)
     run_manage(["migrate", "--no-input"], database_url)
 
 

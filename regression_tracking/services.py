@@ -27,6 +27,7 @@ from regression_tracking.cleanup.detection import (
     detect_orphans,
 )
 from regression_tracking.cleanup.locking import CleanupAlreadyRunning, DetectionLockTimeout
+from regression_tracking.cleanup.replication import StandbyLag, StandbyLagUnreadable
 from regression_tracking.cleanup.run import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TIME_SECONDS,
@@ -37,6 +38,7 @@ from regression_tracking.cleanup.run import (
     CleanupRequest,
     CleanupResult,
     ConnectionDropped,
+    LagWait,
     StopReason,
     cleanup_orphaned_regressions,
     run_cleanup,
@@ -109,6 +111,7 @@ __all__ = [
     "DetectedRegression",
     "Detection",
     "DetectionLockTimeout",
+    "LagWait",
     "OrphanBreakdown",
     "OrphanReason",
     "OrphanScope",
@@ -116,6 +119,8 @@ __all__ = [
     "RegressionOutcome",
     "RestoreResult",
     "SkipReason",
+    "StandbyLag",
+    "StandbyLagUnreadable",
     "StatusChange",
     "StatusChangeProducer",
     "StopReason",

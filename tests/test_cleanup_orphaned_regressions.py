@@ -161,6 +161,9 @@ class TestOutput:
             "batches": 1,
             "batch_sizes": {"min": 1000, "max": 1000, "last": 1000},
             "last_id": world["discarded"].id,
+            "standbys": None,
+            "replication_lag_waits": 0,
+            "replication_lag_wait_seconds": 0.0,
             "stop_reason": "done",
         }
 

@@ -74,6 +74,9 @@ class TestDelete:
             "batches": 1,
             "batch_sizes": {"min": 1000, "max": 1000, "last": 1000},
             "last_id": world.discarded.id,
+            "standbys": None,
+            "replication_lag_waits": 0,
+            "replication_lag_wait_seconds": 0.0,
             "stop_reason": "done",
             "elapsed_seconds": result.as_dict()["elapsed_seconds"],
         }

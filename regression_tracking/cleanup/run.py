@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.utils import timezone
 
 from regression_tracking.cleanup.backup import BackupWriter
@@ -37,6 +37,7 @@ from regression_tracking.cleanup.locking import (
     bounded_statements,
     sqlstate,
 )
+from regression_tracking.cleanup.replication import StandbyLag, StandbyWatch
 from regression_tracking.cleanup.sizing import MAX_BATCH_SIZE, BatchSizer
 from regression_tracking.durations import format_duration
 from regression_tracking.ops import metrics
@@ -58,10 +59,14 @@ DEFAULT_BATCH_TIME_SECONDS = 0.5
 MAX_BATCH_TIME_SECONDS = 60.0
 # Sleeps between batches are cut in slices this long, so an interrupt is seen promptly.
 SLEEP_SLICE_SECONDS = 0.1
+# While a standby is too far behind, its lag is read again this often.
+LAG_POLL_SECONDS = 1.0
 
 DETECTED_METRIC = "regression_tracking.orphans.detected"
 DELETED_METRIC = "regression_tracking.orphans.deleted"
 DEACTIVATED_METRIC = "regression_tracking.orphans.deactivated"
+LAG_WAITS_METRIC = "regression_tracking.cleanup.replication_lag_waits"
+LAG_WAITED_MS_METRIC = "regression_tracking.cleanup.replication_lag_waited_ms"
 
 
 class CleanupAction(enum.StrEnum):
@@ -75,6 +80,8 @@ class StopReason(enum.StrEnum):
     DONE = "done"
     MAX_ROWS = "max_rows"
     MAX_RUNTIME = "max_runtime"
+    # max_runtime ran out while the run waited for a standby to catch up.
+    REPLICATION_LAG = "replication_lag"
     INTERRUPTED = "interrupted"
 
 
@@ -92,6 +99,19 @@ class BatchReport:
     # Totals so far, for progress.
     done: int
     eligible: int
+
+
+@dataclass(frozen=True, slots=True)
+class LagWait:
+    """The run waits for standbys (``ended`` False), or goes on or stops (``ended`` True)."""
+
+    # The standbys further behind than max_replication_lag, as last read (none once caught up).
+    behind: tuple[StandbyLag, ...]
+    # How long this wait has lasted (0 when it begins).
+    waited_seconds: float
+    ended: bool
+    # Set when the wait ended the run (out of time, or asked to stop).
+    stop_reason: StopReason | None = None
 
 
 @dataclass(slots=True)
@@ -127,6 +147,11 @@ class CleanupResult:
     batch_sizes: dict[str, int] | None = None
     # The last candidate id the run got through: rerun with start_after_id = last_id to resume.
     last_id: int | None = None
+    # With max_replication_lag: the most standbys seen streaming (None without it), how many
+    # times the run waited for them before a batch, and how long in all.
+    standbys: int | None = None
+    replication_lag_waits: int = 0
+    replication_lag_wait_seconds: float = 0.0
     stop_reason: StopReason = StopReason.DONE
     elapsed_seconds: float = 0.0
     # The run's clock reading and "old enough" (now - min_age): set once when the run starts, for
@@ -141,6 +166,7 @@ class CleanupResult:
         data["action"] = str(self.action)
         data["stop_reason"] = str(self.stop_reason)
         data["elapsed_seconds"] = round(self.elapsed_seconds, 3)
+        data["replication_lag_wait_seconds"] = round(self.replication_lag_wait_seconds, 3)
         return data
 
 
@@ -189,6 +215,8 @@ class CleanupRequest:
     max_rows: int | None = None
     max_runtime: timedelta | None = None
     sleep: float = 0.0
+    # Before each batch, wait while a standby's replay lag is above this (PostgreSQL only).
+    max_replication_lag: timedelta | None = None
     using: str = DEFAULT_DB_ALIAS
 
     def __post_init__(self) -> None:
@@ -218,6 +246,17 @@ def _validate(request: CleanupRequest) -> None:
         )
     if request.sleep < 0:
         raise CleanupArgumentError("sleep", f"must not be negative, got {request.sleep}")
+    lag = request.max_replication_lag
+    if lag is not None and lag <= timedelta(0):
+        raise CleanupArgumentError(
+            "max_replication_lag", f"must be positive, got {format_duration(lag)}"
+        )
+    if lag is not None and connections[request.using].vendor != "postgresql":
+        raise CleanupArgumentError(
+            "max_replication_lag",
+            f"needs PostgreSQL (its standbys' replay lag); database {request.using!r} is "
+            f"{connections[request.using].display_name}",
+        )
     shard = request.scope.shard
     if shard is not None and not (1 <= shard[1] <= MAX_SHARDS and 0 <= shard[0] < shard[1]):
         raise CleanupArgumentError(
@@ -233,6 +272,7 @@ def cleanup_orphaned_regressions(
     *,
     backup: BackupWriter | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
+    on_lag_wait: Callable[[LagWait], None] | None = None,
     should_stop: Callable[[], bool] = _never_stop,
     clock: Callable[[], float] = time.monotonic,
     pause: Callable[[float], None] = time.sleep,
@@ -244,6 +284,7 @@ def cleanup_orphaned_regressions(
         CleanupRequest(scope=scope or OrphanScope(), **request),
         backup=backup,
         on_batch=on_batch,
+        on_lag_wait=on_lag_wait,
         should_stop=should_stop,
         clock=clock,
         pause=pause,
@@ -255,6 +296,7 @@ def run_cleanup(
     *,
     backup: BackupWriter | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
+    on_lag_wait: Callable[[LagWait], None] | None = None,
     should_stop: Callable[[], bool] = _never_stop,
     clock: Callable[[], float] = time.monotonic,
     pause: Callable[[float], None] = time.sleep,
@@ -264,12 +306,16 @@ def run_cleanup(
     A dry run takes the same path through the batches (caps, interrupts, reports) minus the
     writes: each batch would act on its eligible ids as the detection statement found them.
     ``should_stop`` is asked between batches (a signal handler sets it): the current batch always
-    finishes; during detection it cancels the statement. ``clock`` and ``pause`` are the run's
-    time (``time.monotonic``, ``time.sleep``). Raises ``CleanupArgumentError`` for a bad request
-    (nothing done), ``DetectionLockTimeout`` (naming what holds the table) when detection waits
-    too long for a table lock, ``CleanupAlreadyRunning`` when another run holds the lock
-    (PostgreSQL), ``ConnectionDropped`` when the run was asked to stop and the database stopped
-    answering, and database errors as they come; finished batches stay done.
+    finishes; during detection it cancels the statement. With ``max_replication_lag``, each batch
+    first waits while a standby is further behind (``on_lag_wait`` is told when a wait begins and
+    ends). ``clock`` and ``pause`` are the run's time (``time.monotonic``, ``time.sleep``).
+
+    Raises ``CleanupArgumentError`` for a bad request (nothing done), ``DetectionLockTimeout``
+    (naming what holds the table) when detection waits too long for a table lock,
+    ``CleanupAlreadyRunning`` when another run holds the lock (PostgreSQL),
+    ``StandbyLagUnreadable`` (before any write) when the role cannot read the standbys' lag,
+    ``ConnectionDropped`` when the run was asked to stop and the database stopped answering, and
+    database errors as they come; finished batches stay done.
     """
     _validate(request)
     scope, using = request.scope, request.using
@@ -283,6 +329,7 @@ def run_cleanup(
     bound = ClientBound(using, should_stop=should_stop, deadline=deadline, clock=clock)
     try:
         with bound, advisory_lock(using, scope.shard):
+            watch = _watch_standbys(request, result, clock)
             detection = _detect(request, cutoff, should_stop)
             if isinstance(detection, StopReason):
                 result.stop_reason = detection
@@ -295,6 +342,8 @@ def run_cleanup(
                     deadline=deadline,
                     backup=backup,
                     on_batch=on_batch,
+                    watch=watch,
+                    on_lag_wait=on_lag_wait,
                     should_stop=should_stop,
                     clock=clock,
                     pause=pause,
@@ -344,8 +393,26 @@ def _log_started(request: CleanupRequest) -> None:
             "batch_size": request.batch_size,
             "batch_time_seconds": request.batch_time,
             "max_rows": request.max_rows,
+            "max_replication_lag_seconds": (
+                request.max_replication_lag.total_seconds()
+                if request.max_replication_lag is not None
+                else None
+            ),
         },
     )
+
+
+def _watch_standbys(
+    request: CleanupRequest, result: CleanupResult, clock: Callable[[], float]
+) -> StandbyWatch | None:
+    """With max_replication_lag: check the role may read the standbys' lag, and count them."""
+    if request.max_replication_lag is None:
+        return None
+    watch = StandbyWatch(request.using, clock=clock)
+    watch.check_readable()
+    watch.read()
+    result.standbys = watch.most_seen
+    return watch
 
 
 def _detect(
@@ -384,6 +451,8 @@ def _run_batches(
     deadline: float | None,
     backup: BackupWriter | None,
     on_batch: Callable[[BatchReport], None] | None,
+    watch: StandbyWatch | None,
+    on_lag_wait: Callable[[LagWait], None] | None,
     should_stop: Callable[[], bool],
     clock: Callable[[], float],
     pause: Callable[[float], None],
@@ -417,6 +486,21 @@ def _run_batches(
         if should_stop():
             result.stop_reason = StopReason.INTERRUPTED
             return
+        if watch is not None:
+            assert request.max_replication_lag is not None
+            stopped = _wait_for_standbys(
+                result,
+                watch,
+                request.max_replication_lag.total_seconds(),
+                deadline=deadline,
+                on_lag_wait=on_lag_wait,
+                should_stop=should_stop,
+                clock=clock,
+                pause=pause,
+            )
+            if stopped is not None:
+                result.stop_reason = stopped
+                return
 
         size = sizer.start_batch()
         result.batch_sizes = sizer.used()
@@ -455,6 +539,56 @@ def _run_batches(
         if sleep and position < len(eligible):
             # Cut short by an interrupt; the checks above then say why the run stops.
             _sleep_until(clock() + sleep, deadline, should_stop, clock=clock, pause=pause)
+
+
+def _wait_for_standbys(
+    result: CleanupResult,
+    watch: StandbyWatch,
+    limit_seconds: float,
+    *,
+    deadline: float | None,
+    on_lag_wait: Callable[[LagWait], None] | None,
+    should_stop: Callable[[], bool],
+    clock: Callable[[], float],
+    pause: Callable[[float], None],
+) -> StopReason | None:
+    """Wait while a standby is more than ``limit_seconds`` behind; why the run stops, if it must.
+
+    The wait ends when every standby is within the limit, when the run's max_runtime has passed
+    (``replication_lag``) or when it is asked to stop (``interrupted``). Each wait is counted,
+    timed and told to ``on_lag_wait`` when it begins and when it ends.
+    """
+    began: float | None = None
+    while True:
+        behind = tuple(s for s in watch.read() if s.lag_seconds > limit_seconds)
+        result.standbys = watch.most_seen
+        stop = None
+        if behind and deadline is not None and clock() >= deadline:
+            stop = StopReason.REPLICATION_LAG
+        elif behind and should_stop():
+            stop = StopReason.INTERRUPTED
+        if began is None:
+            if not behind:
+                return None
+            began = clock()
+            result.replication_lag_waits += 1
+            logger.info(
+                "regression_tracking.cleanup.replication_lag_wait",
+                extra={"standbys": {s.name: round(s.lag_seconds, 3) for s in behind}},
+            )
+            if on_lag_wait is not None:
+                on_lag_wait(LagWait(behind=behind, waited_seconds=0.0, ended=False))
+        if not behind or stop is not None:
+            waited = clock() - began
+            result.replication_lag_wait_seconds += waited
+            metrics.incr(LAG_WAITS_METRIC)
+            metrics.incr(LAG_WAITED_MS_METRIC, amount=round(waited * 1000))
+            if on_lag_wait is not None:
+                on_lag_wait(
+                    LagWait(behind=behind, waited_seconds=waited, ended=True, stop_reason=stop)
+                )
+            return stop
+        _sleep_until(clock() + LAG_POLL_SECONDS, deadline, should_stop, clock=clock, pause=pause)
 
 
 def _sleep_until(

@@ -15,6 +15,7 @@ from regression_tracking.services import (
     CleanupAction,
     CleanupRequest,
     CleanupResult,
+    LagWait,
     OrphanReason,
 )
 
@@ -69,6 +70,26 @@ class CleanupReporter:
                     self.stdout.write(f"  {self.verb} regression group {regression_id}")
         if self.show_progress:
             self.progress.update(done=batch.done, total=batch.eligible, batch=batch.number)
+
+    def lag_wait(self, wait: LagWait) -> None:
+        """At -v 2: when the run begins waiting for standbys, and when it goes on or stops."""
+        if self.verbosity < 2 or self.output_format != "text":
+            return
+        lag = self.request.max_replication_lag
+        assert lag is not None
+        limit = f"--max-replication-lag {format_duration(lag)}"
+        if not wait.ended:
+            behind = ", ".join(f"{s.name} {s.lag_seconds:.1f}s behind" for s in wait.behind)
+            self.stdout.write(f"waiting for standbys: {behind} (over {limit})")
+        elif wait.stop_reason is None:
+            self.stdout.write(
+                f"standbys within {limit} after a {wait.waited_seconds:.1f}s wait; going on"
+            )
+        else:
+            self.stdout.write(
+                f"stopped waiting for standbys after {wait.waited_seconds:.1f}s "
+                f"({wait.stop_reason})"
+            )
 
     def batches_hint(self) -> str:
         """Said only when batches committed: they stay done, and a rerun picks up the rest."""
@@ -134,9 +155,23 @@ def format_summary(result: CleanupResult, request: CleanupRequest) -> str:
         lines.append(
             f"batch sizes: {sizes['min']} to {sizes['max']}, last {sizes['last']} ({adapted})"
         )
+    if request.max_replication_lag is not None:
+        lines.append(standbys_line(result, request))
     lines += [
         f"last id: {last_id}",
         f"stop reason: {result.stop_reason}",
         f"elapsed: {result.elapsed_seconds:.2f}s",
     ]
     return "\n".join(lines)
+
+
+def standbys_line(result: CleanupResult, request: CleanupRequest) -> str:
+    """What --max-replication-lag found: no standby, or how often and how long the run waited."""
+    assert request.max_replication_lag is not None
+    limit = f"--max-replication-lag {format_duration(request.max_replication_lag)}"
+    if not result.standbys:
+        return f"standbys: none streaming from this server ({limit} had nothing to wait for)"
+    return (
+        f"standbys: {result.standbys} streaming; waited {result.replication_lag_waits} times, "
+        f"{result.replication_lag_wait_seconds:.1f}s in all ({limit})"
+    )

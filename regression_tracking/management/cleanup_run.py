@@ -33,6 +33,7 @@ from regression_tracking.services import (
     CleanupResult,
     ConnectionDropped,
     OrphanScope,
+    StandbyLagUnreadable,
 )
 
 # Exit status when another run holds the lock (1 is an error, 2 a usage error).
@@ -48,6 +49,7 @@ REQUEST_OPTIONS = (
     "max_rows",
     "max_runtime",
     "sleep",
+    "max_replication_lag",
 )
 
 
@@ -134,6 +136,8 @@ def run_errors(
         raise CommandError(f"{error}{batches_hint()}") from error
     except CleanupArgumentError as error:
         raise usage_error(error) from error
+    except StandbyLagUnreadable as error:
+        raise CommandError(f"--max-replication-lag: {error}; nothing was changed") from error
     except BackupRefusedError as error:
         raise CommandError(f"--backup: {error}; nothing was changed{batches_hint()}") from error
     except CleanupAlreadyRunning as error:

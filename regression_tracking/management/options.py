@@ -40,6 +40,7 @@ SERVICE_OPTIONS = {
     "max_rows": "--max-rows",
     "max_runtime": "--max-runtime",
     "sleep": "--sleep",
+    "max_replication_lag": "--max-replication-lag",
     "shard": "--shard",
 }
 

@@ -138,6 +138,16 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
             help="Pause between batches to spare a busy database. Default: 0.",
         )
         parser.add_argument(
+            "--max-replication-lag",
+            type=duration,
+            metavar="DURATION",
+            help="Before each batch, wait while any standby streaming from this PostgreSQL "
+            "server is further behind than this (its replay lag, from pg_stat_replication; the "
+            "role needs pg_monitor or superuser, checked before any write). Waits count toward "
+            "--max-runtime; one that outlasts it ends the run with stop reason replication_lag. "
+            "Each wait is shown at -v 2. Same units as --min-age. Default: no check.",
+        )
+        parser.add_argument(
             "--start-after-id",
             type=id_cursor,
             metavar="ID",
@@ -221,6 +231,7 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
                     request,
                     backup=prepared.backup,
                     on_batch=reporter.batch,
+                    on_lag_wait=reporter.lag_wait,
                     should_stop=stop_requested.is_set,
                     clock=self.clock,
                     pause=self.pause,

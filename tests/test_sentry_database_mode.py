@@ -288,6 +288,9 @@ def expected_result(
         "batches": -(-eligible // batch_size),
         "batch_sizes": {"min": batch_size, "max": batch_size, "last": batch_size},
         "last_id": last_id,
+        "standbys": None,
+        "replication_lag_waits": 0,
+        "replication_lag_wait_seconds": 0.0,
         "stop_reason": "done",
     }
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -32,6 +30,7 @@ from regression_tracking.services import (
     run_cleanup,
 )
 from tests.factories import OrphanWorld
+from tests.reliability import CommandProcess
 from tests.standby import StreamingPair, streaming_pair
 from tests.utils import ROOT, manage_command, manage_env
 
@@ -83,52 +82,15 @@ def _regression_groups(pair: StreamingPair) -> int:
     return int(row[0])
 
 
-class LiveCommand:
-    """The cleanup command in a subprocess, its output read line by line as it comes."""
+def _command(pair: StreamingPair, *args: str) -> CommandProcess:
+    return CommandProcess(*args, application_name="regression-lag-test", url=pair.primary_url)
 
-    def __init__(self, pair: StreamingPair, *args: str) -> None:
-        self.process = subprocess.Popen(
-            manage_command("cleanup_orphaned_regressions", *args),
-            env=manage_env(DATABASE_URL=pair.primary_url, PYTHONUNBUFFERED="1"),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for_line(self, prefix: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.lines.append(line)
-            if line.startswith(prefix):
-                return line
-        raise AssertionError(f"no line starting {prefix!r} in:\n" + "\n".join(self.lines))
-
-    def finish(self, timeout: float = 60) -> int:
-        code = self.process.wait(timeout=timeout)
-        while (line := self._queue.get(timeout=5)) is not None:
-            self.lines.append(line)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+def _wait_for_line(command: CommandProcess, prefix: str, timeout: float = 30) -> str:
+    for line in command.lines(timeout=timeout):
+        if line.startswith(prefix):
+            return line.rstrip("\n")
+    raise AssertionError(f"no line starting {prefix!r} in:\n{command.stdout}{command.stderr}")
 
 
 @pytest.mark.postgresql
@@ -136,9 +98,9 @@ def test_the_run_waits_for_a_paused_standby_then_goes_on(pair: StreamingPair) ->
     _load_demo(pair)
     before = _regression_groups(pair)
     pair.pause_replay()
-    command = LiveCommand(pair, "--max-replication-lag", LIMIT, *SLOW_BATCHES, "-v", "2")
+    command = _command(pair, "--max-replication-lag", LIMIT, *SLOW_BATCHES, "-v", "2")
     try:
-        waiting = command.wait_for_line("waiting for standbys:")
+        waiting = _wait_for_line(command, "waiting for standbys:")
         assert "walreceiver (127.0.0.1)" in waiting
         assert f"(over --max-replication-lag {LIMIT})" in waiting
         deleted = before - _regression_groups(pair)
@@ -148,16 +110,17 @@ def test_the_run_waits_for_a_paused_standby_then_goes_on(pair: StreamingPair) ->
         assert command.process.poll() is None
         assert before - _regression_groups(pair) == deleted
         pair.resume_replay()
-        command.wait_for_line(f"standbys within --max-replication-lag {LIMIT} after a")
-        assert command.finish() == 0
+        _wait_for_line(command, f"standbys within --max-replication-lag {LIMIT} after a")
+        assert command.wait() == 0, command.stderr
     finally:
-        command.kill()
+        if command.process.poll() is None:
+            command.kill()
         pair.resume_replay()
-    output = "\n".join(command.lines)
+    output = command.stdout
     assert before - _regression_groups(pair) == DEMO_ELIGIBLE
     assert f"deleted: {DEMO_ELIGIBLE}" in output
     assert "stop reason: done" in output
-    [standbys] = [line for line in command.lines if line.startswith("standbys: ")]
+    [standbys] = [line for line in output.splitlines() if line.startswith("standbys: ")]
     assert standbys.startswith("standbys: 1 streaming; waited ")
     waits = int(standbys.split("waited ")[1].split(" times")[0])
     assert waits >= 1
@@ -169,7 +132,7 @@ def test_a_wait_that_outlasts_max_runtime_ends_the_run(pair: StreamingPair) -> N
     _load_demo(pair)
     before = _regression_groups(pair)
     pair.pause_replay()
-    command = LiveCommand(
+    command = _command(
         pair,
         "--max-replication-lag",
         LIMIT,
@@ -180,11 +143,12 @@ def test_a_wait_that_outlasts_max_runtime_ends_the_run(pair: StreamingPair) -> N
         "json",
     )
     try:
-        assert command.finish(timeout=30) == 0
+        assert command.wait(timeout=30) == 0, command.stderr
     finally:
-        command.kill()
+        if command.process.poll() is None:
+            command.kill()
         pair.resume_replay()
-    summary = json.loads(command.lines[-1])
+    summary = json.loads(command.stdout_lines[-1])
     assert summary["stop_reason"] == str(StopReason.REPLICATION_LAG) == "replication_lag"
     assert summary["standbys"] == 1
     assert summary["replication_lag_waits"] >= 1
@@ -197,7 +161,7 @@ def test_a_wait_that_outlasts_max_runtime_ends_the_run(pair: StreamingPair) -> N
 @pytest.mark.postgresql
 def test_a_caught_up_standby_costs_no_wait(pair: StreamingPair) -> None:
     _load_demo(pair)
-    command = LiveCommand(
+    command = _command(
         pair,
         "--max-replication-lag",
         "30s",
@@ -208,11 +172,8 @@ def test_a_caught_up_standby_costs_no_wait(pair: StreamingPair) -> None:
         "--format",
         "json",
     )
-    try:
-        assert command.finish() == 0
-    finally:
-        command.kill()
-    summary = json.loads(command.lines[-1])
+    assert command.wait() == 0, command.stderr
+    summary = json.loads(command.stdout_lines[-1])
     assert summary["standbys"] == 1
     assert summary["replication_lag_waits"] == 0
     assert summary["acted"] == DEMO_ELIGIBLE

@@ -128,7 +128,8 @@ def test_the_run_waits_for_a_paused_standby_then_goes_on(pair: StreamingPair) ->
 
 
 @pytest.mark.postgresql
-def test_a_wait_that_outlasts_max_runtime_ends_the_run(pair: StreamingPair) -> None:
+def test_a_wait_that_outlasts_max_runtime_ends_the_run(pair: StreamingPair, tmp_path: Path) -> None:
+    textfile = tmp_path / "cleanup.prom"
     _load_demo(pair)
     before = _regression_groups(pair)
     pair.pause_replay()
@@ -141,6 +142,8 @@ def test_a_wait_that_outlasts_max_runtime_ends_the_run(pair: StreamingPair) -> N
         *SLOW_BATCHES,
         "--format",
         "json",
+        "--metrics-textfile",
+        str(textfile),
     )
     try:
         assert command.wait(timeout=30) == 0, command.stderr
@@ -156,6 +159,14 @@ def test_a_wait_that_outlasts_max_runtime_ends_the_run(pair: StreamingPair) -> N
     assert 1 <= summary["acted"] < DEMO_ELIGIBLE
     assert summary["acted"] + summary["not_reached"] == summary["eligible"] == DEMO_ELIGIBLE
     assert before - _regression_groups(pair) == summary["acted"]
+    counters = dict(
+        line.rsplit(" ", 1) for line in textfile.read_text().splitlines() if line[:1] != "#"
+    )
+    waits = summary["replication_lag_waits"]
+    waited_ms = float(counters["regression_tracking_cleanup_replication_lag_waited_ms_total"])
+    assert float(counters["regression_tracking_cleanup_replication_lag_waits_total"]) == waits
+    # Each wait is counted in whole milliseconds.
+    assert waited_ms == pytest.approx(summary["replication_lag_wait_seconds"] * 1000, abs=waits)
 
 
 @pytest.mark.postgresql

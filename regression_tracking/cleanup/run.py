@@ -59,8 +59,10 @@ DEFAULT_BATCH_TIME_SECONDS = 0.5
 MAX_BATCH_TIME_SECONDS = 60.0
 # Sleeps between batches are cut in slices this long, so an interrupt is seen promptly.
 SLEEP_SLICE_SECONDS = 0.1
-# While a standby is too far behind, its lag is read again this often.
+# While a standby is too far behind, its lag is read again this often, and the wait is told
+# again this often (a run without max_runtime may wait for hours).
 LAG_POLL_SECONDS = 1.0
+LAG_REPORT_SECONDS = 30.0
 
 DETECTED_METRIC = "regression_tracking.orphans.detected"
 DELETED_METRIC = "regression_tracking.orphans.deleted"
@@ -103,7 +105,8 @@ class BatchReport:
 
 @dataclass(frozen=True, slots=True)
 class LagWait:
-    """The run waits for standbys (``ended`` False), or goes on or stops (``ended`` True)."""
+    """The run waits for standbys (``ended`` False: when it begins, then every
+    ``LAG_REPORT_SECONDS``), or goes on or stops (``ended`` True)."""
 
     # The standbys further behind than max_replication_lag, as last read (none once caught up).
     behind: tuple[StandbyLag, ...]
@@ -556,9 +559,11 @@ def _wait_for_standbys(
 
     The wait ends when every standby is within the limit, when the run's max_runtime has passed
     (``replication_lag``) or when it is asked to stop (``interrupted``). Each wait is counted,
-    timed and told to ``on_lag_wait`` when it begins and when it ends.
+    timed and told to ``on_lag_wait`` when it begins, every ``LAG_REPORT_SECONDS`` while it
+    lasts, and when it ends.
     """
     began: float | None = None
+    told = 0.0
     while True:
         behind = tuple(s for s in watch.read() if s.lag_seconds > limit_seconds)
         result.standbys = watch.most_seen
@@ -570,7 +575,7 @@ def _wait_for_standbys(
         if began is None:
             if not behind:
                 return None
-            began = clock()
+            began = told = clock()
             result.replication_lag_waits += 1
             logger.info(
                 "regression_tracking.cleanup.replication_lag_wait",
@@ -588,6 +593,9 @@ def _wait_for_standbys(
                     LagWait(behind=behind, waited_seconds=waited, ended=True, stop_reason=stop)
                 )
             return stop
+        if on_lag_wait is not None and clock() - told >= LAG_REPORT_SECONDS:
+            told = clock()
+            on_lag_wait(LagWait(behind=behind, waited_seconds=told - began, ended=False))
         _sleep_until(clock() + LAG_POLL_SECONDS, deadline, should_stop, clock=clock, pause=pause)
 
 

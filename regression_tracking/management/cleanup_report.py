@@ -80,7 +80,13 @@ class CleanupReporter:
         limit = f"--max-replication-lag {format_duration(lag)}"
         if not wait.ended:
             behind = ", ".join(f"{s.name} {s.lag_seconds:.1f}s behind" for s in wait.behind)
-            self.stdout.write(f"waiting for standbys: {behind} (over {limit})")
+            if wait.waited_seconds:
+                self.stdout.write(
+                    f"still waiting for standbys after {wait.waited_seconds:.0f}s: {behind} "
+                    f"(over {limit})"
+                )
+            else:
+                self.stdout.write(f"waiting for standbys: {behind} (over {limit})")
         elif wait.stop_reason is None:
             self.stdout.write(
                 f"standbys within {limit} after a {wait.waited_seconds:.1f}s wait; going on"

@@ -37,6 +37,12 @@ from tests.factories import (
 from tests.utils import ROOT, database_url, manage_command, manage_env, other_connection
 
 COMMAND = "cleanup_orphaned_regressions"
+INSERT_GROUP = (
+    "INSERT INTO sentry_groupedmessage (project_id, logger, level, message, status, times_seen,"
+    " last_seen, first_seen, type) VALUES (%s, '', 40, 'new issue', 0, 1, now(), now(), 1)"
+    " RETURNING id"
+)
+INSERT_GROUPHASH = "INSERT INTO sentry_grouphash (project_id, hash, group_id) VALUES (%s, %s, %s)"
 
 # Test name -> figure name -> value, for the README.
 FIGURES: dict[str, dict[str, object]] = {}
@@ -151,6 +157,13 @@ def backup_ids(path: Path) -> set[int]:
         return set()
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     return {json.loads(line)["id"] for line in lines if line.endswith("\n") and line.strip()}
+
+
+def give_live_issue(row: RegressionGroup) -> None:
+    """Commit a Group and a live GroupHash for ``row``'s issue key, on a connection of its own."""
+    with other_connection() as creator:
+        (group_id,) = creator.execute(INSERT_GROUP, [row.project_id]).fetchone()  # type: ignore[misc]
+        creator.execute(INSERT_GROUPHASH, [row.project_id, issue_hash(row), group_id])
 
 
 def current_database_name() -> str:

@@ -28,24 +28,18 @@ from regression_tracking.admin.queries import cleanup_selected_orphans
 from regression_tracking.models import RegressionGroup
 from regression_tracking.services import CleanupAction
 from regression_tracking.statistical_detectors.writes import deactivate_orphaned_versions
-from tests.factories import issue_hash
 from tests.reliability import (
     CommandProcess,
     backup_ids,
     build_world,
     current_database_name,
+    give_live_issue,
     record_figures,
 )
 from tests.utils import other_connection
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 
-INSERT_GROUP = (
-    "INSERT INTO sentry_groupedmessage (project_id, logger, level, message, status, times_seen,"
-    " last_seen, first_seen, type) VALUES (%s, '', 40, 'lock wait', 0, 1, now(), now(), 1)"
-    " RETURNING id"
-)
-INSERT_GROUPHASH = "INSERT INTO sentry_grouphash (project_id, hash, group_id) VALUES (%s, %s, %s)"
 # How long the test waits for the write path to block on the held row lock.
 WAIT_FOR_BLOCK_SECONDS = 20.0
 
@@ -74,13 +68,6 @@ def _row_lock(row_id: int) -> Iterator[psycopg.Connection[Any]]:
         holder.close()
 
 
-def _give_live_issue(row: RegressionGroup) -> None:
-    """Commit a Group and a live GroupHash for ``row``'s issue key, on a connection of its own."""
-    with other_connection() as creator:
-        (group_id,) = creator.execute(INSERT_GROUP, [row.project_id]).fetchone()  # type: ignore[misc]
-        creator.execute(INSERT_GROUPHASH, [row.project_id, issue_hash(row), group_id])
-
-
 def _wait_until_blocked(holder: psycopg.Connection[Any], still_running: Callable[[], bool]) -> None:
     holder_pid = holder.info.backend_pid
     deadline = time.monotonic() + WAIT_FOR_BLOCK_SECONDS
@@ -95,7 +82,7 @@ def _issue_appears_during_the_wait(target: RegressionGroup, start: Callable[[], 
     with _row_lock(target.id) as holder:
         running = start()
         _wait_until_blocked(holder, running.is_alive)
-        _give_live_issue(target)
+        give_live_issue(target)
         holder.commit()
     return running
 

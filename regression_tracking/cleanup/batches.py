@@ -4,9 +4,13 @@ The batch's candidate rows are locked first, in a statement of their own (``lock
 so the write never waits on a row lock and decides on a snapshot taken after the rows were locked.
 The DELETE or UPDATE then names the locked ids and repeats the orphan predicate and the age cutoff
 (the race rule), so a GroupHash committed before it runs (during a lock wait included) saves its
-row. With a backup, the eligible rows are read and written to it before the write. Every
-statement is built from ``orphan_rule.eligible_orphans``. Rows another transaction keeps locked
-past the lock timeout make the batch retry and, after the last attempt, be skipped.
+row. Creating an issue locks no RegressionGroup, so one committed while the write runs is not in
+the write's snapshot: before the batch commits, a last statement (a fresh snapshot) looks for a
+live group for each row the write changed, and if one has appeared the write is undone (to a
+savepoint) and run again, which then leaves that row alone. With a backup, the eligible rows are
+read and written to it before the write. Every statement is built from the rule in ``orphans``.
+Rows another transaction keeps locked past the lock timeout make the batch retry and, after the
+last attempt, be skipped.
 """
 
 from __future__ import annotations
@@ -20,13 +24,19 @@ from typing import Any
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import OperationalError, connections, transaction
-from django.db.models import BigIntegerField, Expression, F, Lookup, QuerySet
+from django.db.models import BigIntegerField, Expression, F, Lookup, QuerySet, TextField
+from django.db.models.expressions import RawSQL
 from django.db.models.sql import DeleteQuery, UpdateQuery
 
 from regression_tracking.cleanup.backup import BackupWriter
 from regression_tracking.cleanup.locking import LOCK_NOT_AVAILABLE, set_local_settings, sqlstate
 from regression_tracking.models import RegressionGroup
-from regression_tracking.orphans import eligible_orphans, lock_rows
+from regression_tracking.orphans import (
+    eligible_orphans,
+    is_live_grouphash,
+    issue_key_grouphashes,
+    lock_rows,
+)
 
 # The logger keeps the name operators route in their logging configuration.
 logger = logging.getLogger("regression_tracking.services.batches")
@@ -43,6 +53,20 @@ BATCH_PLANNER_SETTINGS = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
 # Attempts at a batch whose rows stay locked by another transaction before it is skipped.
 LOCK_ATTEMPTS = 3
 LOCK_RETRY_PAUSE_SECONDS = 0.5
+# Writes of a batch undone because an issue appeared while they ran, before the batch is skipped.
+WRITE_ATTEMPTS = 3
+
+
+class _BatchNotDone(Exception):
+    """The batch changed nothing: its rows stayed locked, or issues kept appearing."""
+
+
+class _IssueAppeared(Exception):
+    """Rows the write changed got a live group while it ran: undo the write (to the savepoint)."""
+
+    def __init__(self, ids: list[int]) -> None:
+        super().__init__(f"{len(ids)} rows got their issue while the write ran")
+        self.ids = ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +93,8 @@ def run_batch(
         try:
             acted_ids = _run_batch(batch_ids, write=write, dry_run=dry_run, backup=backup)
             return BatchOutcome(acted_ids=acted_ids, seconds=clock() - started)
+        except _BatchNotDone:
+            return BatchOutcome(acted_ids=None, seconds=0.0)
         except OperationalError as error:
             if sqlstate(error) != LOCK_NOT_AVAILABLE:
                 raise
@@ -119,7 +145,9 @@ class EqualsAny(Lookup):  # type: ignore[type-arg]
 
 
 class BatchWrite:
-    """A run's write: one DELETE or UPDATE of a batch's eligible orphans, ``RETURNING id``.
+    """A run's write: one DELETE or UPDATE of a batch's eligible orphans, returning each changed
+    row's id and issue key (``RETURNING id, project_id, fingerprint``), and the check that none of
+    those rows has meanwhile got its issue (``issue_appeared``).
 
     The statement is the one Django's ``QuerySet.delete()`` (a fast delete: RegressionGroup has
     no reverse relations) or ``.update()`` compiles from ``eligible`` (so it re-states the
@@ -140,11 +168,13 @@ class BatchWrite:
         self.now = now
         self.using = using
         self._compiled: tuple[str, tuple[Any, ...], int] | None = None
+        self._live_keys: tuple[str, tuple[Any, ...]] | None = None
         if connections[using].vendor == "postgresql":
             marker = object()
             sql, params = self._sql(self._eligible_among(BigIntArray(marker)))
             [ids_index] = [i for i, param in enumerate(params) if param is marker]
             self._compiled = (sql, params, ids_index)
+            self._live_keys = self._live_keys_sql()
 
     def _sql(self, eligible: QuerySet[RegressionGroup]) -> tuple[str, tuple[Any, ...]]:
         connection = connections[self.using]
@@ -154,10 +184,41 @@ class BatchWrite:
                 {"active": False, "date_resolved": self.now, "date_updated": self.now}
             )
         sql, params = query.get_compiler(using=self.using).as_sql()
-        pk = RegressionGroup._meta.pk
-        assert pk is not None
-        returning, returning_params = connection.ops.return_insert_columns([pk])
+        meta = RegressionGroup._meta
+        assert meta.pk is not None
+        returning, returning_params = connection.ops.return_insert_columns(
+            [meta.pk, meta.get_field("project"), meta.get_field("fingerprint")]
+        )
         return f"{sql} {returning}", (*params, *returning_params)
+
+    def _live_keys_sql(self) -> tuple[str, tuple[Any, ...]]:
+        """Which of the changed rows (three arrays: ids, project ids, fingerprints) have a live
+        group: ``issue_key_grouphashes`` and ``is_live_grouphash`` over the arrays, unnested."""
+        live = issue_key_grouphashes(
+            project_id=RawSQL("changed.project_id", (), output_field=BigIntegerField()),
+            fingerprint=RawSQL("changed.fingerprint", (), output_field=TextField()),
+        ).filter(is_live_grouphash())
+        exists, params = live.values("id").query.get_compiler(using=self.using).as_sql()
+        return (
+            "SELECT changed.id FROM unnest(%s::bigint[], %s::bigint[], %s::text[])"
+            f" AS changed(id, project_id, fingerprint) WHERE EXISTS ({exists})",
+            tuple(params),
+        )
+
+    def issue_appeared(self, changed: Sequence[tuple[int, int, str]]) -> list[int]:
+        """The ids among ``changed`` (id, project id, fingerprint) that have a live group now.
+
+        Run after the write, in a statement of its own: its snapshot sees every issue committed
+        while the write ran. Only on PostgreSQL: SQLite lets one transaction write at a time, so
+        no issue can be committed while a batch's transaction is open.
+        """
+        if self._live_keys is None or not changed:
+            return []
+        ids, project_ids, fingerprints = (list(column) for column in zip(*changed, strict=True))
+        sql, params = self._live_keys
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(sql, (ids, project_ids, fingerprints, *params))
+            return sorted(row[0] for row in cursor.fetchall())
 
     def eligible(self, batch_ids: Sequence[int]) -> QuerySet[RegressionGroup]:
         """The batch's rows that are eligible orphans now: what its statement may touch."""
@@ -227,12 +288,38 @@ def _run_batch(
             batch_ids = [row.id for row in rows]
         if not batch_ids:
             return []
-        return _write(write, batch_ids)
+        return _write_checked(write, batch_ids)
 
 
-def _write(write: BatchWrite, batch_ids: Sequence[int]) -> list[int]:
-    """Run the write statement for ``batch_ids``; the ids it changed, in id order."""
+def _write_checked(write: BatchWrite, batch_ids: Sequence[int]) -> list[int]:
+    """The write, kept only if no row it changed got its issue meanwhile; the ids it changed.
+
+    Each attempt runs under a savepoint: when an issue appeared while the write ran, the write is
+    undone and run again without those rows. Raises ``_BatchNotDone`` after ``WRITE_ATTEMPTS``.
+    """
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            with transaction.atomic(using=write.using):
+                changed = _write(write, batch_ids)
+                if appeared := write.issue_appeared(changed):
+                    raise _IssueAppeared(appeared)
+                return [row_id for row_id, _, _ in changed]
+        except _IssueAppeared as error:
+            logger.info(
+                "regression_tracking.cleanup.issue_appeared",
+                extra={"ids": error.ids, "attempt": attempt, "attempts": WRITE_ATTEMPTS},
+            )
+            kept = set(error.ids)
+            batch_ids = [row_id for row_id in batch_ids if row_id not in kept]
+            if not batch_ids:
+                return []
+    raise _BatchNotDone()
+
+
+def _write(write: BatchWrite, batch_ids: Sequence[int]) -> list[tuple[int, int, str]]:
+    """Run the write statement for ``batch_ids``; each changed row's id, project id and
+    fingerprint, in id order."""
     sql, params = write.statement(batch_ids)
     with connections[write.using].cursor() as cursor:
         cursor.execute(sql, params)
-        return sorted(row[0] for row in cursor.fetchall())
+        return sorted(cursor.fetchall())

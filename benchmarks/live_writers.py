@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,15 +82,17 @@ ORPHANS_COPY = "benchmark_live_orphans"
 WRONG_DELETES = "benchmark_live_wrong_deletes"
 DETECTOR_FUNCTION = "benchmark_live_check_delete"
 DETECTOR_TRIGGER = "benchmark_live_check_delete"
+DELETE_STATEMENTS = "benchmark_live_delete_statements"
+STATEMENT_FUNCTION = "benchmark_live_note_delete"
 
 DETECTOR_SQL = (
     f"CREATE TABLE {WRONG_DELETES} (regression_group_id bigint NOT NULL,"
-    " group_id bigint NOT NULL, grouphash_id bigint NOT NULL,"
+    " group_id bigint NOT NULL, grouphash_id bigint NOT NULL, txid bigint NOT NULL,"
     " transaction_started timestamptz NOT NULL, checked_at timestamptz NOT NULL)",
     f"CREATE FUNCTION {DETECTOR_FUNCTION}() RETURNS trigger LANGUAGE plpgsql VOLATILE AS $$"
     " BEGIN"
     f" INSERT INTO {WRONG_DELETES}"
-    " SELECT OLD.id, gh.group_id, gh.id, now(), clock_timestamp()"
+    " SELECT OLD.id, gh.group_id, gh.id, txid_current(), now(), clock_timestamp()"
     " FROM sentry_grouphash gh"
     " WHERE gh.project_id = OLD.project_id AND gh.hash = md5(OLD.fingerprint)"
     " AND gh.group_id IS NOT NULL"
@@ -98,6 +101,14 @@ DETECTOR_SQL = (
     " END $$",
     f"CREATE CONSTRAINT TRIGGER {DETECTOR_TRIGGER} AFTER DELETE ON sentry_regressiongroup"
     f" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {DETECTOR_FUNCTION}()",
+    # When each DELETE statement started (its snapshot's moment, to the millisecond): a wrong
+    # delete's link either committed after it (the statement could not see the issue) or before.
+    f"CREATE TABLE {DELETE_STATEMENTS} (txid bigint NOT NULL, started timestamptz NOT NULL)",
+    f"CREATE FUNCTION {STATEMENT_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$"
+    f" BEGIN INSERT INTO {DELETE_STATEMENTS} VALUES (txid_current(), statement_timestamp());"
+    " RETURN NULL; END $$",
+    f"CREATE TRIGGER {STATEMENT_FUNCTION} BEFORE DELETE ON sentry_regressiongroup"
+    f" FOR EACH STATEMENT EXECUTE FUNCTION {STATEMENT_FUNCTION}()",
 )
 
 
@@ -194,21 +205,33 @@ def remove_detector(conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"DROP TRIGGER IF EXISTS {DETECTOR_TRIGGER} ON sentry_regressiongroup")
         conn.execute(f"DROP FUNCTION IF EXISTS {DETECTOR_FUNCTION}()")
         conn.execute(f"DROP TABLE IF EXISTS {WRONG_DELETES}")
+        conn.execute(f"DROP TRIGGER IF EXISTS {STATEMENT_FUNCTION} ON sentry_regressiongroup")
+        conn.execute(f"DROP FUNCTION IF EXISTS {STATEMENT_FUNCTION}()")
+        conn.execute(f"DROP TABLE IF EXISTS {DELETE_STATEMENTS}")
 
 
 def wrongly_deleted(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-    """The rows deleted while a live issue of theirs was committed, as the detector saw them."""
+    """The rows deleted while a live issue of theirs was committed, as the detector saw them.
+
+    Times are epoch seconds: the deleting transaction's start, its DELETE statement's start (None
+    for a delete the statement trigger did not see) and the check at its commit.
+    """
     rows = conn.execute(
-        "SELECT regression_group_id, group_id, grouphash_id,"
-        " extract(epoch FROM checked_at - transaction_started)"
-        f" FROM {WRONG_DELETES} ORDER BY regression_group_id"
+        "SELECT w.regression_group_id, w.group_id, w.grouphash_id,"
+        " extract(epoch FROM w.transaction_started), extract(epoch FROM d.started),"
+        " extract(epoch FROM w.checked_at)"
+        f" FROM {WRONG_DELETES} w LEFT JOIN LATERAL (SELECT max(started) AS started"
+        f" FROM {DELETE_STATEMENTS} s WHERE s.txid = w.txid) d ON true"
+        " ORDER BY w.regression_group_id"
     ).fetchall()
     return [
         {
             "regression_group_id": row[0],
             "group_id": row[1],
             "grouphash_id": row[2],
-            "transaction_age_at_check": float(row[3]),
+            "transaction_started": float(row[3]),
+            "delete_started": None if row[4] is None else float(row[4]),
+            "checked_at": float(row[5]),
         }
         for row in rows
     ]
@@ -336,6 +359,10 @@ class Operation:
     ok: bool
     # The row (or, for delete_group, the Group) it acted on.
     target: int
+    # The same moments on the wall clock (the database server's, on this machine): to compare
+    # with the detector's timestamps.
+    wall_started: float
+    wall_ended: float
 
 
 class Background:
@@ -378,15 +405,16 @@ class Writer(Background):
             next_at = time.perf_counter()
             while not self.stop.is_set():
                 kind = rng.choices(KINDS, weights=WEIGHTS)[0]
-                started = time.perf_counter()
+                started, wall_started = time.perf_counter(), time.time()
                 ok, target = True, 0
                 try:
                     with conn.transaction(), conn.cursor() as cursor:
                         target = OPERATIONS[kind](cursor, self.plan, rng)
                 except psycopg.Error:
                     ok = False
+                seconds, wall_ended = time.perf_counter() - started, time.time()
                 self.operations.append(
-                    Operation(kind, started, time.perf_counter() - started, ok, target)
+                    Operation(kind, started, seconds, ok, target, wall_started, wall_ended)
                 )
                 # Paced, without catching up: a slow operation delays the next, never bunches.
                 next_at = max(next_at + interval, time.perf_counter())
@@ -597,6 +625,8 @@ def measure(
         "alone": phase_figures(alone, operations, sampler.samples),
         "beside": phase_figures(beside, operations, sampler.samples),
     }
+    for row in wrong:
+        row["when_linked"] = when_linked(row, operations)
     linked_beside = {
         op.target
         for op in operations
@@ -615,6 +645,7 @@ def measure(
         "orphans_linked_beside": len(linked_beside),
         "wrongly_deleted": len(wrong),
         "wrongly_deleted_rows": wrong,
+        "wrongly_deleted_by_link_timing": dict(Counter(row["when_linked"] for row in wrong)),
         "targets": {
             "lock_wait_seconds": lock_wait_target()[2],
             "p99_ratio": P99_TARGET,
@@ -623,6 +654,29 @@ def measure(
     }
     figures["met"] = targets_met(figures)
     return figures
+
+
+def when_linked(wrong: dict[str, Any], operations: Sequence[Operation]) -> str:
+    """Where the link that made a wrongly deleted row live fell against its DELETE statement."""
+    links = [
+        op
+        for op in operations
+        if op.kind == "link"
+        and op.ok
+        and op.target == wrong["regression_group_id"]
+        and op.wall_started < wrong["checked_at"]
+    ]
+    if not links or wrong["delete_started"] is None:
+        return "unknown"
+    link = max(links, key=lambda op: op.wall_started)
+    wrong["link_started"], wrong["link_ended"] = link.wall_started, link.wall_ended
+    if link.wall_started > wrong["delete_started"]:
+        # The link's transaction began after the DELETE took its snapshot: invisible to it.
+        return "link after the DELETE's snapshot"
+    if link.wall_ended < wrong["delete_started"]:
+        # Committed (and returned) before the DELETE started: the rule should have seen it.
+        return "link committed before the DELETE"
+    return "link overlapping the DELETE's start"
 
 
 def p99_ratio(figures: dict[str, Any]) -> float:
@@ -657,6 +711,7 @@ def summarize(figures: dict[str, Any]) -> str:
         f"  cleanup: {cleanup['runs']} run(s), deleted {cleanup['deleted']:,} in"
         f" {cleanup['batches']} batches, {cleanup['elapsed_seconds']:.2f} s;"
         f" wrongly deleted {figures['wrongly_deleted']}"
+        f" {figures['wrongly_deleted_by_link_timing'] or ''}"
     )
     return "\n".join(lines)
 
@@ -705,6 +760,15 @@ def page_section(figures: dict[str, Any], command: str) -> str:
         f" Old orphans linked by the writer beside it: {figures['orphans_linked_beside']:,}.",
         "",
     ]
+    if figures["wrongly_deleted"]:
+        timing = figures["wrongly_deleted_by_link_timing"]
+        lines += [
+            f"The {figures['wrongly_deleted']} rows deleted with a live issue, by when their link"
+            " committed against their batch's DELETE statement: "
+            + "; ".join(f"{count} {label}" for label, count in sorted(timing.items()))
+            + ".",
+            "",
+        ]
     met = figures["met"]
     beside = figures["phases"]["beside"]
 

@@ -667,21 +667,28 @@ def when_linked(wrong: dict[str, Any], operations: Sequence[Operation]) -> str:
         and op.wall_started < wrong["checked_at"]
     ]
     if not links or wrong["delete_started"] is None:
-        return "unknown"
+        return "no link found"
     link = max(links, key=lambda op: op.wall_started)
     wrong["link_started"], wrong["link_ended"] = link.wall_started, link.wall_ended
     if link.wall_started > wrong["delete_started"]:
         # The link's transaction began after the DELETE took its snapshot: invisible to it.
-        return "link after the DELETE's snapshot"
+        return "began after the DELETE started"
     if link.wall_ended < wrong["delete_started"]:
         # Committed (and returned) before the DELETE started: the rule should have seen it.
-        return "link committed before the DELETE"
-    return "link overlapping the DELETE's start"
+        return "committed before the DELETE started"
+    return "overlapped the DELETE's start"
 
 
 def p99_ratio(figures: dict[str, Any]) -> float:
     alone, beside = (figures["phases"][name]["all"]["p99"] for name in ("alone", "beside"))
     return float(beside / alone) if alone > 0 else math.inf
+
+
+TARGET_NAMES = {
+    "lock_wait": "the longest lock wait",
+    "p99": "p99 beside the cleanup over p99 alone",
+    "wrongly_deleted": "rows wrongly deleted",
+}
 
 
 def targets_met(figures: dict[str, Any]) -> dict[str, bool]:
@@ -763,10 +770,9 @@ def page_section(figures: dict[str, Any], command: str) -> str:
     if figures["wrongly_deleted"]:
         timing = figures["wrongly_deleted_by_link_timing"]
         lines += [
-            f"The {figures['wrongly_deleted']} rows deleted with a live issue, by when their link"
-            " committed against their batch's DELETE statement: "
-            + "; ".join(f"{count} {label}" for label, count in sorted(timing.items()))
-            + ".",
+            f"The {figures['wrongly_deleted']} rows deleted with a live issue, by when the writer's"
+            " link of each ran against its batch's DELETE statement (whose snapshot missed it):"
+            " " + "; ".join(f"{count} {label}" for label, count in sorted(timing.items())) + ".",
             "",
         ]
     met = figures["met"]
@@ -792,7 +798,7 @@ def page_section(figures: dict[str, Any], command: str) -> str:
         "**Every target met.**"
         if all(met.values())
         else "**Not met:** "
-        + "; ".join(name.replace("_", " ") for name, ok in met.items() if not ok)
+        + "; ".join(TARGET_NAMES[name] for name, ok in met.items() if not ok)
         + ".",
     ]
     return "\n".join(lines)

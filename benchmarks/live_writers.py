@@ -101,13 +101,23 @@ DETECTOR_SQL = (
     " END $$",
     f"CREATE CONSTRAINT TRIGGER {DETECTOR_TRIGGER} AFTER DELETE ON sentry_regressiongroup"
     f" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {DETECTOR_FUNCTION}()",
-    # When each DELETE statement started (its snapshot's moment, to the millisecond): a wrong
-    # delete's link either committed after it (the statement could not see the issue) or before.
-    f"CREATE TABLE {DELETE_STATEMENTS} (txid bigint NOT NULL, started timestamptz NOT NULL)",
+    # When each DELETE statement started (about when it took its snapshot) and ended: a wrong
+    # delete's link committed before the statement (the rule should have seen it), while it ran
+    # (its snapshot could not), or between its end and the batch's commit.
+    f"CREATE TABLE {DELETE_STATEMENTS} (txid bigint NOT NULL, started timestamptz NOT NULL,"
+    " ended timestamptz)",
     f"CREATE FUNCTION {STATEMENT_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$"
-    f" BEGIN INSERT INTO {DELETE_STATEMENTS} VALUES (txid_current(), statement_timestamp());"
-    " RETURN NULL; END $$",
-    f"CREATE TRIGGER {STATEMENT_FUNCTION} BEFORE DELETE ON sentry_regressiongroup"
+    " BEGIN"
+    " IF TG_WHEN = 'BEFORE' THEN"
+    f" INSERT INTO {DELETE_STATEMENTS} VALUES (txid_current(), statement_timestamp(), NULL);"
+    f" ELSE UPDATE {DELETE_STATEMENTS} SET ended = clock_timestamp()"
+    " WHERE txid = txid_current() AND ended IS NULL;"
+    " END IF;"
+    " RETURN NULL;"
+    " END $$",
+    f"CREATE TRIGGER {STATEMENT_FUNCTION}_start BEFORE DELETE ON sentry_regressiongroup"
+    f" FOR EACH STATEMENT EXECUTE FUNCTION {STATEMENT_FUNCTION}()",
+    f"CREATE TRIGGER {STATEMENT_FUNCTION}_end AFTER DELETE ON sentry_regressiongroup"
     f" FOR EACH STATEMENT EXECUTE FUNCTION {STATEMENT_FUNCTION}()",
 )
 
@@ -205,7 +215,10 @@ def remove_detector(conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"DROP TRIGGER IF EXISTS {DETECTOR_TRIGGER} ON sentry_regressiongroup")
         conn.execute(f"DROP FUNCTION IF EXISTS {DETECTOR_FUNCTION}()")
         conn.execute(f"DROP TABLE IF EXISTS {WRONG_DELETES}")
-        conn.execute(f"DROP TRIGGER IF EXISTS {STATEMENT_FUNCTION} ON sentry_regressiongroup")
+        for suffix in ("start", "end"):
+            conn.execute(
+                f"DROP TRIGGER IF EXISTS {STATEMENT_FUNCTION}_{suffix} ON sentry_regressiongroup"
+            )
         conn.execute(f"DROP FUNCTION IF EXISTS {STATEMENT_FUNCTION}()")
         conn.execute(f"DROP TABLE IF EXISTS {DELETE_STATEMENTS}")
 
@@ -213,25 +226,30 @@ def remove_detector(conn: psycopg.Connection[Any]) -> None:
 def wrongly_deleted(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     """The rows deleted while a live issue of theirs was committed, as the detector saw them.
 
-    Times are epoch seconds: the deleting transaction's start, its DELETE statement's start (None
-    for a delete the statement trigger did not see) and the check at its commit.
+    Times are epoch seconds: the deleting transaction's start, its DELETE statement's start and
+    end (None for a delete the statement triggers did not see) and the check at its commit.
     """
     rows = conn.execute(
         "SELECT w.regression_group_id, w.group_id, w.grouphash_id,"
         " extract(epoch FROM w.transaction_started), extract(epoch FROM d.started),"
-        " extract(epoch FROM w.checked_at)"
-        f" FROM {WRONG_DELETES} w LEFT JOIN LATERAL (SELECT max(started) AS started"
-        f" FROM {DELETE_STATEMENTS} s WHERE s.txid = w.txid) d ON true"
-        " ORDER BY w.regression_group_id"
+        " extract(epoch FROM d.ended), extract(epoch FROM w.checked_at)"
+        f" FROM {WRONG_DELETES} w LEFT JOIN LATERAL (SELECT started, ended"
+        f" FROM {DELETE_STATEMENTS} s WHERE s.txid = w.txid ORDER BY started DESC LIMIT 1) d"
+        " ON true ORDER BY w.regression_group_id"
     ).fetchall()
+
+    def epoch(value: Any) -> float | None:
+        return None if value is None else float(value)
+
     return [
         {
             "regression_group_id": row[0],
             "group_id": row[1],
             "grouphash_id": row[2],
             "transaction_started": float(row[3]),
-            "delete_started": None if row[4] is None else float(row[4]),
-            "checked_at": float(row[5]),
+            "delete_started": epoch(row[4]),
+            "delete_ended": epoch(row[5]),
+            "checked_at": float(row[6]),
         }
         for row in rows
     ]
@@ -670,13 +688,16 @@ def when_linked(wrong: dict[str, Any], operations: Sequence[Operation]) -> str:
         return "no link found"
     link = max(links, key=lambda op: op.wall_started)
     wrong["link_started"], wrong["link_ended"] = link.wall_started, link.wall_ended
-    if link.wall_started > wrong["delete_started"]:
-        # The link's transaction began after the DELETE took its snapshot: invisible to it.
-        return "began after the DELETE started"
     if link.wall_ended < wrong["delete_started"]:
         # Committed (and returned) before the DELETE started: the rule should have seen it.
         return "committed before the DELETE started"
-    return "overlapped the DELETE's start"
+    if link.wall_started < wrong["delete_started"]:
+        return "overlapped the DELETE's start"
+    # The link's transaction began after the DELETE took its snapshot: invisible to it.
+    ended = wrong["delete_ended"]
+    if ended is not None and link.wall_ended < ended:
+        return "began and committed while the DELETE ran"
+    return "began after the DELETE started, returned after it ended"
 
 
 def p99_ratio(figures: dict[str, Any]) -> float:

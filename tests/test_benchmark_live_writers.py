@@ -130,7 +130,12 @@ def test_the_detector_catches_a_row_deleted_after_its_issue_appeared() -> None:
         (linked.id, group_id)
     ]
     [row] = wrong
-    assert row["transaction_started"] <= row["delete_started"] <= row["checked_at"]
+    assert (
+        row["transaction_started"]
+        <= row["delete_started"]
+        <= row["delete_ended"]
+        <= row["checked_at"]
+    )
 
 
 def test_refuses_a_database_that_is_not_its_own() -> None:

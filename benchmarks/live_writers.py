@@ -697,7 +697,7 @@ def when_linked(wrong: dict[str, Any], operations: Sequence[Operation]) -> str:
     ended = wrong["delete_ended"]
     if ended is not None and link.wall_ended < ended:
         return "began and committed while the DELETE ran"
-    return "began after the DELETE started, returned after it ended"
+    return "began after the DELETE started and returned after it ended"
 
 
 def p99_ratio(figures: dict[str, Any]) -> float:

@@ -1,4 +1,4 @@
-"""A Sentry-like writer beside the cleanup: its latency, its lock waits, and no wrong delete.
+"""A Sentry-like writer beside the cleanup: its latency, its lock waits, and any wrong delete.
 
     .venv/bin/python -m benchmarks.live_writers [--database-url URL] [--rows 1000000]
         [--seconds 10] [--json PATH] [--page PATH | --no-page]
@@ -31,9 +31,12 @@ SAMPLE_SECONDS for the writer's backends (by ``application_name``) with ``wait_e
 Wrong deletes: a deferred constraint trigger on ``sentry_regressiongroup`` (``DETECTOR_SQL``) runs
 at the commit of each transaction that deleted a row and, with a fresh snapshot (a volatile
 function's statement in READ COMMITTED), looks for a live issue of that row: a GroupHash with the
-row's key and a group that exists. Each it finds goes to a side table, counted after the run. The
-database is emptied and refilled: by default ``bench_live``, which must be one of the benchmark's
-own.
+row's key and a group that exists. Each it finds goes to a side table, counted after the run.
+Statement triggers note when each DELETE started and ended, and each wrong delete's link (the
+writer's wall clock, the server's on this machine) is placed against its DELETE: before it (the
+orphan rule missed a committed issue), or after its start (its snapshot could not see the link).
+The triggers are dropped after the run. The database is emptied and refilled: by default
+``bench_live``, which must be one of the benchmark's own.
 """
 
 from __future__ import annotations

@@ -677,6 +677,18 @@ def measure(
     return figures
 
 
+# Where a wrongly deleted row's link fell against its batch's DELETE statement. Only the first is
+# the orphan rule's fault: the statement started after the issue was committed.
+LINKED_BEFORE_DELETE = "committed before the DELETE started"
+# The others committed after the statement's snapshot, which cannot see them; for a link that
+# overlapped the statement's start the order is not known to the millisecond, only likely.
+LINK_OVERLAPPED_DELETE_START = "overlapped the DELETE's start"
+LINKED_DURING_DELETE = "began and committed while the DELETE ran"
+LINKED_AFTER_DELETE_START = "began after the DELETE started and returned after it ended"
+NO_LINK = "no link found"
+AFTER_THE_SNAPSHOT = (LINK_OVERLAPPED_DELETE_START, LINKED_DURING_DELETE, LINKED_AFTER_DELETE_START)
+
+
 def when_linked(wrong: dict[str, Any], operations: Sequence[Operation]) -> str:
     """Where the link that made a wrongly deleted row live fell against its DELETE statement."""
     links = [
@@ -688,19 +700,19 @@ def when_linked(wrong: dict[str, Any], operations: Sequence[Operation]) -> str:
         and op.wall_started < wrong["checked_at"]
     ]
     if not links or wrong["delete_started"] is None:
-        return "no link found"
+        return NO_LINK
     link = max(links, key=lambda op: op.wall_started)
     wrong["link_started"], wrong["link_ended"] = link.wall_started, link.wall_ended
     if link.wall_ended < wrong["delete_started"]:
         # Committed (and returned) before the DELETE started: the rule should have seen it.
-        return "committed before the DELETE started"
+        return LINKED_BEFORE_DELETE
     if link.wall_started < wrong["delete_started"]:
-        return "overlapped the DELETE's start"
+        return LINK_OVERLAPPED_DELETE_START
     # The link's transaction began after the DELETE took its snapshot: invisible to it.
     ended = wrong["delete_ended"]
     if ended is not None and link.wall_ended < ended:
-        return "began and committed while the DELETE ran"
-    return "began after the DELETE started and returned after it ended"
+        return LINKED_DURING_DELETE
+    return LINKED_AFTER_DELETE_START
 
 
 def p99_ratio(figures: dict[str, Any]) -> float:

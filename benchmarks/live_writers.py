@@ -680,8 +680,10 @@ def measure(
 # Where a wrongly deleted row's link fell against its batch's DELETE statement. Only the first is
 # the orphan rule's fault: the statement started after the issue was committed.
 LINKED_BEFORE_DELETE = "committed before the DELETE started"
-# The others committed after the statement's snapshot, which cannot see them; for a link that
-# overlapped the statement's start the order is not known to the millisecond, only likely.
+# The others committed after the statement's snapshot, which cannot see them; the cleanup's check
+# before its commit sees those committed before the check starts, so what is left committed during
+# the check or after it. For a link that overlapped the statement's start the order is not known
+# to the millisecond, only likely.
 LINK_OVERLAPPED_DELETE_START = "overlapped the DELETE's start"
 LINKED_DURING_DELETE = "began and committed while the DELETE ran"
 LINKED_AFTER_DELETE_START = "began after the DELETE started and returned after it ended"

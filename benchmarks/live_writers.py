@@ -17,8 +17,8 @@ would:
   pointing at it (the race the cleanup must survive).
 
 Phases: the writer alone for ``--seconds``; then the writer beside ``cleanup_orphaned_regressions``
-(a subprocess, default flags, so ``--action delete``), from the command's start until it exits. An
-operation belongs to the phase it started in. When one cleanup run is shorter than ``--seconds``,
+(a subprocess, default flags but ``--batch-time`` if given, so ``--action delete``), from the
+command's start until it exits. An operation belongs to the phase it started in. When one cleanup run is shorter than ``--seconds``,
 the rows it deleted are put back (from a copy of the orphans taken after the build; the writer's
 operations during the copy count for no phase) and the cleanup runs again, until the phase has
 ``--seconds`` of writer operations.
@@ -173,6 +173,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rate", type=float, default=DEFAULT_RATE, help="Operations a second per writer."
+    )
+    parser.add_argument(
+        "--batch-time",
+        type=float,
+        help="The cleanup's --batch-time (default: the command's own default).",
     )
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
     parser.add_argument(
@@ -583,15 +588,18 @@ def measure(
     seconds: float = DEFAULT_SECONDS,
     rate: float = DEFAULT_RATE,
     writers: int = WRITERS,
+    batch_time: float | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Every figure of the scenario, as a JSON-ready dict; Django must already use the database.
 
-    ``database_url`` is the same database, for the cleanup's subprocess.
+    ``database_url`` is the same database, for the cleanup's subprocess; ``batch_time`` its
+    ``--batch-time`` (None: the command's default).
     """
     from benchmarks import dataset
     from benchmarks.commands import CLEANUP_COMMAND, run_manage
 
+    cleanup_flags = [] if batch_time is None else ["--batch-time", f"{batch_time:g}"]
     expected = dataset.build(rows=rows, projects=projects)
     plan = load_plan(rows, projects)
     assert len(plan.orphans) == expected.orphans, (len(plan.orphans), expected)
@@ -617,7 +625,9 @@ def measure(
                     break
                 restored = put_orphans_back() if runs else 0
                 started = time.perf_counter()
-                run = run_manage([CLEANUP_COMMAND, "--format", "json"], database_url)
+                run = run_manage(
+                    [CLEANUP_COMMAND, *cleanup_flags, "--format", "json"], database_url
+                )
                 ended = time.perf_counter()
                 beside.append((started, ended))
                 runs.append(
@@ -660,6 +670,7 @@ def measure(
         "writers": writers,
         "rate_per_writer": rate,
         "seconds": seconds,
+        "cleanup_flags": cleanup_flags,
         "phases": phases,
         "cleanup": cleanup_summary(runs),
         "cleanup_runs": runs,
@@ -797,7 +808,13 @@ def page_section(figures: dict[str, Any], command: str) -> str:
     size_text = f"sizes {sizes['min']:,} to {sizes['max']:,}" if sizes else "no batch"
     lines += [
         "",
-        f"The cleanup ({cleanup['runs']} run(s), default flags, `--format json`): deleted"
+        f"The cleanup ({cleanup['runs']} run(s), "
+        + (
+            f"`{' '.join(figures['cleanup_flags'])}`"
+            if figures["cleanup_flags"]
+            else "default flags"
+        )
+        + ", `--format json`): deleted"
         f" {cleanup['deleted']:,} of {cleanup['eligible']:,} eligible in {cleanup['batches']}"
         f" batches ({size_text}), {cleanup['skipped']:,} skipped as locked,"
         f" {cleanup['changed_meanwhile']:,} changed meanwhile; elapsed"
@@ -854,6 +871,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         projects=options.projects,
         seconds=options.seconds,
         rate=options.rate,
+        batch_time=options.batch_time,
         progress=lambda message: print(message, flush=True),
     )
     print(summarize(figures), flush=True)

@@ -69,13 +69,15 @@ class StreamingPair:
     def primary_url(self) -> str:
         return f"postgres://{POSTGRES_USER}@127.0.0.1:{self.primary_port}/postgres"
 
+    @property
+    def standby_url(self) -> str:
+        return f"postgres://{POSTGRES_USER}@127.0.0.1:{self.standby_port}/postgres"
+
     def primary(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.primary_url, autocommit=True)
 
     def standby(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            f"postgres://{POSTGRES_USER}@127.0.0.1:{self.standby_port}/postgres", autocommit=True
-        )
+        return psycopg.connect(self.standby_url, autocommit=True)
 
     def pause_replay(self) -> None:
         """Stop the standby replaying (it keeps receiving WAL), once it has replayed everything."""

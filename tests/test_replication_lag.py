@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -121,10 +122,14 @@ def test_the_run_waits_for_a_paused_standby_then_goes_on(pair: StreamingPair) ->
     assert f"deleted: {DEMO_ELIGIBLE}" in output
     assert "stop reason: done" in output
     [standbys] = [line for line in output.splitlines() if line.startswith("standbys: ")]
-    assert standbys.startswith("standbys: 1 streaming; waited ")
-    waits = int(standbys.split("waited ")[1].split(" times")[0])
-    assert waits >= 1
-    assert waits == output.count("waiting for standbys:")
+    waited = re.fullmatch(
+        rf"standbys: 1 seen; waited (\d+) times?, [0-9.]+s in all"
+        rf" \(--max-replication-lag {LIMIT}\)",
+        standbys,
+    )
+    assert waited is not None, standbys
+    assert int(waited[1]) >= 1
+    assert int(waited[1]) == output.count("waiting for standbys:")
 
 
 @pytest.mark.postgresql
@@ -167,6 +172,50 @@ def test_a_wait_that_outlasts_max_runtime_ends_the_run(pair: StreamingPair, tmp_
     assert float(counters["regression_tracking_cleanup_replication_lag_waits_total"]) == waits
     # Each wait is counted in whole milliseconds.
     assert waited_ms == pytest.approx(summary["replication_lag_wait_seconds"] * 1000, abs=waits)
+
+
+@pytest.mark.postgresql
+def test_a_standby_that_disconnects_while_behind_is_no_longer_waited_for(
+    pair: StreamingPair,
+) -> None:
+    _load_demo(pair)
+    before = _regression_groups(pair)
+    pair.pause_replay()
+    command = _command(pair, "--max-replication-lag", LIMIT, *SLOW_BATCHES, "-v", "2")
+    try:
+        _wait_for_line(command, "waiting for standbys:")
+        with pair.primary() as primary:
+            primary.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+        gone = _wait_for_line(command, "standby ")
+        assert gone == (
+            "standby walreceiver (127.0.0.1) disconnected while behind: no longer waited for"
+        )
+        assert command.wait() == 0, command.stderr
+    finally:
+        if command.process.poll() is None:
+            command.kill()
+        pair.resume_replay()
+    assert before - _regression_groups(pair) == DEMO_ELIGIBLE
+    assert "stop reason: done" in command.stdout
+
+
+@pytest.mark.postgresql
+def test_pointed_at_a_standby_the_option_is_refused_in_one_line(pair: StreamingPair) -> None:
+    refused = subprocess.run(
+        manage_command("cleanup_orphaned_regressions", "--max-replication-lag", "5s", "--dry-run"),
+        env=manage_env(DATABASE_URL=pair.standby_url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert refused.stderr.splitlines() == [
+        "CommandError: --max-replication-lag: this server is a standby (in recovery): the "
+        "standbys' lag is read on the primary, so point the cleanup at the primary; nothing was "
+        "changed"
+    ]
 
 
 @pytest.mark.postgresql
@@ -221,8 +270,8 @@ def test_a_role_that_cannot_read_the_lag_is_refused_before_any_write(world: Orph
     assert message == (
         "--max-replication-lag: role 'regression_tracking_no_monitor' cannot read the standbys' "
         "replay lag: pg_stat_replication shows it only to superusers and members of "
-        "pg_read_all_stats; GRANT pg_monitor TO regression_tracking_no_monitor; nothing was "
-        "changed"
+        "pg_read_all_stats (with INHERIT); GRANT pg_monitor TO regression_tracking_no_monitor; "
+        "nothing was changed"
     )
     assert "\n" not in message
     assert RegressionGroup.objects.count() == rows

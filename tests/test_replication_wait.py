@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from django.db import DatabaseError
 
 from regression_tracking.cleanup import run
 from regression_tracking.cleanup.replication import StandbyLag, StandbyWatch
@@ -111,3 +112,27 @@ def test_a_stop_request_ends_the_wait_within_a_sleep_slice() -> None:
     assert result.replication_lag_waits == 1
     assert told[-1].ended
     assert told[-1].stop_reason is StopReason.INTERRUPTED
+
+
+def test_a_wait_ended_by_a_database_error_is_still_timed() -> None:
+    clock = FakeClock()
+
+    def lag(now: float) -> float:
+        if now >= 4.0:
+            raise DatabaseError("the connection was dropped")
+        return 60.0
+
+    result = CleanupResult(dry_run=False, action=run.CleanupAction.DELETE)
+    with pytest.raises(DatabaseError):
+        run._wait_for_standbys(
+            result,
+            ScriptedWatch(clock, lag),
+            LIMIT,
+            deadline=None,
+            on_lag_wait=None,
+            should_stop=lambda: False,
+            clock=clock,
+            pause=clock.pause,
+        )
+    assert result.replication_lag_waits == 1
+    assert result.replication_lag_wait_seconds == pytest.approx(4.0)

@@ -115,6 +115,8 @@ class LagWait:
     ended: bool
     # Set when the wait ended the run (out of time, or asked to stop).
     stop_reason: StopReason | None = None
+    # Standbys that disconnected (or stopped) while the run waited for them: no longer waited for.
+    vanished: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -557,46 +559,67 @@ def _wait_for_standbys(
 ) -> StopReason | None:
     """Wait while a standby is more than ``limit_seconds`` behind; why the run stops, if it must.
 
-    The wait ends when every standby is within the limit, when the run's max_runtime has passed
-    (``replication_lag``) or when it is asked to stop (``interrupted``). Each wait is counted,
-    timed and told to ``on_lag_wait`` when it begins, every ``LAG_REPORT_SECONDS`` while it
-    lasts, and when it ends.
+    The wait ends when every standby is within the limit (or gone), when the run's max_runtime has
+    passed (``replication_lag``) or when it is asked to stop (``interrupted``). Each wait is
+    counted, timed (also when a statement error ends it) and told to ``on_lag_wait`` when it
+    begins, every ``LAG_REPORT_SECONDS`` while it lasts, and when it ends.
     """
-    began: float | None = None
-    told = 0.0
-    while True:
-        behind = tuple(s for s in watch.read() if s.lag_seconds > limit_seconds)
-        result.standbys = watch.most_seen
-        stop = None
-        if behind and deadline is not None and clock() >= deadline:
-            stop = StopReason.REPLICATION_LAG
-        elif behind and should_stop():
-            stop = StopReason.INTERRUPTED
-        if began is None:
-            if not behind:
-                return None
-            began = told = clock()
-            result.replication_lag_waits += 1
-            logger.info(
-                "regression_tracking.cleanup.replication_lag_wait",
-                extra={"standbys": {s.name: round(s.lag_seconds, 3) for s in behind}},
+    behind = _behind(watch, limit_seconds, result)
+    if not behind:
+        return None
+    began = told = clock()
+    result.replication_lag_waits += 1
+    metrics.incr(LAG_WAITS_METRIC)
+    logger.info(
+        "regression_tracking.cleanup.replication_lag_wait",
+        extra={"standbys": [{"name": s.name, "lag_seconds": s.lag_seconds} for s in behind]},
+    )
+    if on_lag_wait is not None:
+        on_lag_wait(LagWait(behind=behind, waited_seconds=0.0, ended=False))
+    vanished: list[str] = []
+    stop = None
+    try:
+        while True:
+            if deadline is not None and clock() >= deadline:
+                stop = StopReason.REPLICATION_LAG
+                break
+            if should_stop():
+                stop = StopReason.INTERRUPTED
+                break
+            if on_lag_wait is not None and clock() - told >= LAG_REPORT_SECONDS:
+                told = clock()
+                on_lag_wait(LagWait(behind=behind, waited_seconds=told - began, ended=False))
+            _sleep_until(
+                clock() + LAG_POLL_SECONDS, deadline, should_stop, clock=clock, pause=pause
             )
-            if on_lag_wait is not None:
-                on_lag_wait(LagWait(behind=behind, waited_seconds=0.0, ended=False))
-        if not behind or stop is not None:
-            waited = clock() - began
-            result.replication_lag_wait_seconds += waited
-            metrics.incr(LAG_WAITS_METRIC)
-            metrics.incr(LAG_WAITED_MS_METRIC, amount=round(waited * 1000))
-            if on_lag_wait is not None:
-                on_lag_wait(
-                    LagWait(behind=behind, waited_seconds=waited, ended=True, stop_reason=stop)
-                )
-            return stop
-        if on_lag_wait is not None and clock() - told >= LAG_REPORT_SECONDS:
-            told = clock()
-            on_lag_wait(LagWait(behind=behind, waited_seconds=told - began, ended=False))
-        _sleep_until(clock() + LAG_POLL_SECONDS, deadline, should_stop, clock=clock, pause=pause)
+            behind = _behind(watch, limit_seconds, result)
+            vanished += watch.vanished
+            if not behind:
+                break
+    finally:
+        waited = clock() - began
+        result.replication_lag_wait_seconds += waited
+        metrics.incr(LAG_WAITED_MS_METRIC, amount=round(waited * 1000))
+    if on_lag_wait is not None:
+        on_lag_wait(
+            LagWait(
+                behind=behind,
+                waited_seconds=waited,
+                ended=True,
+                stop_reason=stop,
+                vanished=tuple(vanished),
+            )
+        )
+    return stop
+
+
+def _behind(
+    watch: StandbyWatch, limit_seconds: float, result: CleanupResult
+) -> tuple[StandbyLag, ...]:
+    """The standbys further behind than the limit now."""
+    behind = tuple(s for s in watch.read() if s.lag_seconds > limit_seconds)
+    result.standbys = watch.most_seen
+    return behind
 
 
 def _sleep_until(

@@ -72,21 +72,23 @@ class CleanupReporter:
             self.progress.update(done=batch.done, total=batch.eligible, batch=batch.number)
 
     def lag_wait(self, wait: LagWait) -> None:
-        """At -v 2: when the run begins waiting for standbys, and when it goes on or stops."""
+        """At -v 2 (text): when the run begins waiting for standbys, every 30 s while it waits,
+        and when it goes on or stops."""
         if self.verbosity < 2 or self.output_format != "text":
             return
         lag = self.request.max_replication_lag
         assert lag is not None
         limit = f"--max-replication-lag {format_duration(lag)}"
-        if not wait.ended:
-            behind = ", ".join(f"{s.name} {s.lag_seconds:.1f}s behind" for s in wait.behind)
-            if wait.waited_seconds:
-                self.stdout.write(
-                    f"still waiting for standbys after {wait.waited_seconds:.0f}s: {behind} "
-                    f"(over {limit})"
-                )
-            else:
-                self.stdout.write(f"waiting for standbys: {behind} (over {limit})")
+        behind = ", ".join(f"{s.name} {s.lag_seconds:.2f}s behind" for s in wait.behind)
+        for name in wait.vanished:
+            self.stdout.write(f"standby {name} disconnected while behind: no longer waited for")
+        if not wait.ended and not wait.waited_seconds:
+            self.stdout.write(f"waiting for standbys: {behind} (over {limit})")
+        elif not wait.ended:
+            self.stdout.write(
+                f"still waiting for standbys after {wait.waited_seconds:.0f}s: {behind} "
+                f"(over {limit})"
+            )
         elif wait.stop_reason is None:
             self.stdout.write(
                 f"standbys within {limit} after a {wait.waited_seconds:.1f}s wait; going on"
@@ -177,7 +179,8 @@ def standbys_line(result: CleanupResult, request: CleanupRequest) -> str:
     limit = f"--max-replication-lag {format_duration(request.max_replication_lag)}"
     if not result.standbys:
         return f"standbys: none streaming from this server ({limit} had nothing to wait for)"
+    waits = result.replication_lag_waits
     return (
-        f"standbys: {result.standbys} streaming; waited {result.replication_lag_waits} times, "
+        f"standbys: {result.standbys} seen; waited {waits} {'time' if waits == 1 else 'times'}, "
         f"{result.replication_lag_wait_seconds:.1f}s in all ({limit})"
     )

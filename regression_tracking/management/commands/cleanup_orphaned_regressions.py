@@ -141,9 +141,10 @@ class Command(GuardedOutputCommand, ExactOptionsCommand):
             "--max-replication-lag",
             type=duration,
             metavar="DURATION",
-            help="Before each batch, wait while any standby streaming from this PostgreSQL "
-            "server is further behind than this (its replay lag, from pg_stat_replication; the "
-            "role needs pg_monitor or superuser, checked before any write). Waits count toward "
+            help="Before each batch, wait while any physical standby streaming from this "
+            "PostgreSQL server (the primary) is further behind than this, 1s or more (its replay "
+            "lag, from pg_stat_replication; the role needs pg_monitor or superuser, checked "
+            "before any write). Waits count toward "
             "--max-runtime; one that outlasts it ends the run with stop reason replication_lag. "
             "Each wait is shown at -v 2. Same units as --min-age. Default: no check.",
         )

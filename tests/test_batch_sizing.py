@@ -63,6 +63,16 @@ def test_no_target_keeps_the_first_size() -> None:
     assert sizer.used() == {"min": 700, "max": 700, "last": 700}
 
 
+def test_a_batch_skipped_because_issues_kept_appearing_halves_the_next() -> None:
+    sizer = BatchSizer(first=1000, target_seconds=0.5)
+    sizer.start_batch()
+    sizer.halve()
+    assert sizer.start_batch() == 500
+    for _ in range(12):
+        sizer.halve()
+    assert sizer.start_batch() == 1
+
+
 def test_used_reports_the_sizes_chosen_for_the_batches_run() -> None:
     sizer = BatchSizer(first=100, target_seconds=0.5)
     assert sizer.used() is None

@@ -147,9 +147,10 @@ class Write:
 
 
 def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[Write]:
-    """Time every batch's write statement and keep the ids it changed."""
+    """Time every batch's write (its statement, the check before its commit, and any redo) and
+    keep the ids it changed and kept."""
     writes: list[Write] = []
-    real_write = batches_module._write
+    real_write = batches_module._write_checked
 
     def timed_write(*args, **kwargs):
         began = time.monotonic()
@@ -157,7 +158,7 @@ def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[Write]:
         writes.append(Write(began, time.monotonic(), tuple(ids)))
         return ids
 
-    monkeypatch.setattr(batches_module, "_write", timed_write)
+    monkeypatch.setattr(batches_module, "_write_checked", timed_write)
     return writes
 
 

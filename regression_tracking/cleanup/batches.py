@@ -30,13 +30,8 @@ from django.db.models.sql import DeleteQuery, UpdateQuery
 
 from regression_tracking.cleanup.backup import BackupWriter
 from regression_tracking.cleanup.locking import LOCK_NOT_AVAILABLE, set_local_settings, sqlstate
-from regression_tracking.models import RegressionGroup
-from regression_tracking.orphans import (
-    eligible_orphans,
-    is_live_grouphash,
-    issue_key_grouphashes,
-    lock_rows,
-)
+from regression_tracking.models import GroupHash, RegressionGroup
+from regression_tracking.orphans import IssueHash, eligible_orphans, is_live_grouphash, lock_rows
 
 # The logger keeps the name operators route in their logging configuration.
 logger = logging.getLogger("regression_tracking.services.batches")
@@ -54,11 +49,11 @@ BATCH_PLANNER_SETTINGS = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
 LOCK_ATTEMPTS = 3
 LOCK_RETRY_PAUSE_SECONDS = 0.5
 # Writes of a batch undone because an issue appeared while they ran, before the batch is skipped.
-WRITE_ATTEMPTS = 3
+WRITE_ATTEMPTS = 5
 
 
 class _BatchNotDone(Exception):
-    """The batch changed nothing: its rows stayed locked, or issues kept appearing."""
+    """The batch changed nothing: issues kept appearing while its write ran."""
 
 
 class _IssueAppeared(Exception):
@@ -76,6 +71,9 @@ class BatchOutcome:
     # How long its transaction took, from BEGIN to COMMIT (the attempt that ran, not the ones
     # that waited on locks); 0 for a skipped batch.
     seconds: float
+    # Skipped because issues kept appearing among its rows while its write ran, through every
+    # attempt: a smaller batch is exposed for less time.
+    raced: bool = False
 
 
 def run_batch(
@@ -94,7 +92,7 @@ def run_batch(
             acted_ids = _run_batch(batch_ids, write=write, dry_run=dry_run, backup=backup)
             return BatchOutcome(acted_ids=acted_ids, seconds=clock() - started)
         except _BatchNotDone:
-            return BatchOutcome(acted_ids=None, seconds=0.0)
+            return BatchOutcome(acted_ids=None, seconds=0.0, raced=True)
         except OperationalError as error:
             if sqlstate(error) != LOCK_NOT_AVAILABLE:
                 raise
@@ -112,10 +110,11 @@ def run_batch(
     return BatchOutcome(acted_ids=None, seconds=0.0)
 
 
-def id_array(ids: Sequence[int]) -> str:
+def id_array(ids: Sequence[int | str]) -> str:
     """``ids`` as the text of a PostgreSQL array, ``{1,2,3}``: one string for psycopg to quote.
 
-    A list of ints is quoted element by element in Python (0.11 s per 100 batches of 1,000 ids).
+    For values whose text needs no quoting in an array: integers, hexadecimal hashes. A list of
+    ints is quoted element by element in Python (0.11 s per 100 batches of 1,000 ids).
     """
     return "{" + ",".join(map(str, ids)) + "}"
 
@@ -146,8 +145,9 @@ class EqualsAny(Lookup):  # type: ignore[type-arg]
 
 class BatchWrite:
     """A run's write: one DELETE or UPDATE of a batch's eligible orphans, returning each changed
-    row's id and issue key (``RETURNING id, project_id, fingerprint``), and the check that none of
-    those rows has meanwhile got its issue (``issue_appeared``).
+    row's id and issue key (``RETURNING id, project_id, md5(fingerprint)``, the hash as
+    ``IssueHash`` computes it), and the check that none of those rows has meanwhile got its issue
+    (``issue_appeared``).
 
     The statement is the one Django's ``QuerySet.delete()`` (a fast delete: RegressionGroup has
     no reverse relations) or ``.update()`` compiles from ``eligible`` (so it re-states the
@@ -187,37 +187,51 @@ class BatchWrite:
         meta = RegressionGroup._meta
         assert meta.pk is not None
         returning, returning_params = connection.ops.return_insert_columns(
-            [meta.pk, meta.get_field("project"), meta.get_field("fingerprint")]
+            [meta.pk, meta.get_field("project")]
         )
-        return f"{sql} {returning}", (*params, *returning_params)
+        issue_hash, hash_params = self._issue_hash_sql(query)
+        return (
+            f"{sql} {returning}, {issue_hash}",
+            (*params, *returning_params, *hash_params),
+        )
+
+    def _issue_hash_sql(self, query: Any) -> tuple[str, tuple[Any, ...]]:
+        """The row's issue hash (``IssueHash`` of its fingerprint) as the write's target has it."""
+        compiler = query.get_compiler(using=self.using)
+        expression = IssueHash(F("fingerprint")).resolve_expression(query)
+        sql, params = compiler.compile(expression)
+        return sql, tuple(params)
 
     def _live_keys_sql(self) -> tuple[str, tuple[Any, ...]]:
-        """Which of the changed rows (three arrays: ids, project ids, fingerprints) have a live
-        group: ``issue_key_grouphashes`` and ``is_live_grouphash`` over the arrays, unnested."""
-        live = issue_key_grouphashes(
+        """Which of the changed rows (three arrays: ids, project ids, issue hashes) have a live
+        group: the GroupHashes with that key (the hash the write returned) that are
+        ``is_live_grouphash``, probed once per row."""
+        live = GroupHash.objects.filter(
             project_id=RawSQL("changed.project_id", (), output_field=BigIntegerField()),
-            fingerprint=RawSQL("changed.fingerprint", (), output_field=TextField()),
+            hash=RawSQL("changed.hash", (), output_field=TextField()),
         ).filter(is_live_grouphash())
         exists, params = live.values("id").query.get_compiler(using=self.using).as_sql()
         return (
             "SELECT changed.id FROM unnest(%s::bigint[], %s::bigint[], %s::text[])"
-            f" AS changed(id, project_id, fingerprint) WHERE EXISTS ({exists})",
+            f" AS changed(id, project_id, hash) WHERE EXISTS ({exists})",
             tuple(params),
         )
 
     def issue_appeared(self, changed: Sequence[tuple[int, int, str]]) -> list[int]:
-        """The ids among ``changed`` (id, project id, fingerprint) that have a live group now.
+        """The ids among ``changed`` (id, project id, issue hash) that have a live group now.
 
         Run after the write, in a statement of its own: its snapshot sees every issue committed
         while the write ran. Only on PostgreSQL: SQLite lets one transaction write at a time, so
-        no issue can be committed while a batch's transaction is open.
+        no issue can be committed while a batch's transaction is open. The three columns go as
+        array texts (``id_array``; the hashes are hexadecimal), cheaper than lists of values.
         """
         if self._live_keys is None or not changed:
             return []
-        ids, project_ids, fingerprints = (list(column) for column in zip(*changed, strict=True))
+        ids, project_ids, hashes = zip(*changed, strict=True)
         sql, params = self._live_keys
+        arrays = (id_array(ids), id_array(project_ids), id_array(hashes))
         with connections[self.using].cursor() as cursor:
-            cursor.execute(sql, (ids, project_ids, fingerprints, *params))
+            cursor.execute(sql, (*arrays, *params))
             return sorted(row[0] for row in cursor.fetchall())
 
     def eligible(self, batch_ids: Sequence[int]) -> QuerySet[RegressionGroup]:

@@ -138,7 +138,8 @@ class CleanupResult:
     acted: int = 0
     # In a dry run, the rows the batches would have changed.
     would_act: int = 0
-    # Eligible rows left alone because another transaction kept them locked.
+    # Eligible rows left alone because another transaction kept them locked, or because issues
+    # kept appearing among their batch's rows while it wrote (a rerun takes them up again).
     skipped: int = 0
     # Eligible rows whose batch ran but did not change them: by the time their rows were locked
     # an issue had appeared, or the row had been changed or removed by someone else.
@@ -518,6 +519,8 @@ def _run_batches(
         acted_ids = outcome.acted_ids
         if acted_ids is not None:
             sizer.record(rows=len(batch_ids), seconds=outcome.seconds)
+        elif outcome.raced:
+            sizer.halve()
         position += len(batch_ids)
         result.batches += 1
         result.last_id = batch_ids[-1]

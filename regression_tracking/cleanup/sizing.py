@@ -41,6 +41,10 @@ class BatchSizer:
         wanted = math.floor(rows * self.target_seconds / seconds)
         self.size = max(1, min(ceiling, wanted))
 
+    def halve(self) -> None:
+        """The last batch could not be done in one piece: make the next one half as large."""
+        self.size = max(1, self.size // 2)
+
     def used(self) -> dict[str, int] | None:
         """The sizes chosen for the batches run (the smallest, the largest, the last), or None."""
         if not self._chosen:

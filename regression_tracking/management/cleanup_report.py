@@ -58,7 +58,7 @@ class CleanupReporter:
             self.listing.add(batch)
         if self.verbosity >= 2 and self.output_format == "text":
             if batch.skipped:
-                outcome = "skipped: rows locked by another transaction"
+                outcome = "skipped: rows locked by another transaction, or issues kept appearing"
             else:
                 outcome = f"{len(batch.acted_ids)} {self.verb}"
             self.stdout.write(
@@ -143,7 +143,10 @@ def format_summary(result: CleanupResult, request: CleanupRequest) -> str:
         acted_line,
     ]
     if result.skipped:
-        lines.append(f"skipped: {result.skipped} (rows locked by another transaction)")
+        lines.append(
+            f"skipped: {result.skipped} (rows locked by another transaction, or issues kept "
+            "appearing while their batch wrote)"
+        )
     if result.changed_meanwhile:
         lines.append(
             f"changed meanwhile: {result.changed_meanwhile} "

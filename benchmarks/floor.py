@@ -111,6 +111,8 @@ def statement_kind(sql: str) -> str:
         return "detect_orphans"
     if text.startswith("SELECT") and text.rstrip().endswith("FOR UPDATE"):
         return "lock_rows"
+    if text.startswith("SELECT CHANGED.ID FROM UNNEST("):
+        return "issue_check"
     if text.startswith(("DELETE", "UPDATE")) or (text.startswith("SELECT") and " IN (" in text):
         return "batches"
     return "other"

@@ -18,10 +18,10 @@ would:
 
 Phases: the writer alone for ``--seconds``; then the writer beside ``cleanup_orphaned_regressions``
 (a subprocess, default flags but ``--batch-time`` if given, so ``--action delete``), from the
-command's start until it exits. An operation belongs to the phase it started in. When one cleanup run is shorter than ``--seconds``,
-the rows it deleted are put back (from a copy of the orphans taken after the build; the writer's
-operations during the copy count for no phase) and the cleanup runs again, until the phase has
-``--seconds`` of writer operations.
+command's start until it exits. An operation belongs to the phase it started in. When one
+cleanup run is shorter than ``--seconds``, the rows it deleted are put back (from a copy of the
+orphans taken after the build; the writer's operations during the copy count for no phase) and
+the cleanup runs again, until the phase has ``--seconds`` of writer operations.
 
 The writer's lock waits: a sampler on its own connection reads ``pg_stat_activity`` every
 SAMPLE_SECONDS for the writer's backends (by ``application_name``) with ``wait_event_type =

@@ -139,17 +139,15 @@ def postgres_seconds(setting: str) -> float:
 P99_TARGET = 2.0
 
 
-def lock_wait_target() -> tuple[float, str, float]:
-    """The cleanup's batch time target (s), its batch lock timeout (as set) and their sum (s)."""
+def lock_wait_target(batch_time: float | None = None) -> tuple[float, str, float]:
+    """The cleanup's batch time target (s; ``batch_time``, else the command's default), its batch
+    lock timeout (as set) and their sum (s)."""
     # Imported here: the cleanup's modules need Django set up.
     from regression_tracking.cleanup.batches import LOCK_TIMEOUT
-    from regression_tracking.cleanup.run import DEFAULT_BATCH_TIME_SECONDS
+    from regression_tracking.services import DEFAULT_BATCH_TIME_SECONDS
 
-    return (
-        DEFAULT_BATCH_TIME_SECONDS,
-        LOCK_TIMEOUT,
-        DEFAULT_BATCH_TIME_SECONDS + postgres_seconds(LOCK_TIMEOUT),
-    )
+    target = DEFAULT_BATCH_TIME_SECONDS if batch_time is None else batch_time
+    return (target, LOCK_TIMEOUT, target + postgres_seconds(LOCK_TIMEOUT))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -671,6 +669,7 @@ def measure(
         "rate_per_writer": rate,
         "seconds": seconds,
         "cleanup_flags": cleanup_flags,
+        "batch_time": batch_time,
         "phases": phases,
         "cleanup": cleanup_summary(runs),
         "cleanup_runs": runs,
@@ -679,7 +678,7 @@ def measure(
         "wrongly_deleted_rows": wrong,
         "wrongly_deleted_by_link_timing": dict(Counter(row["when_linked"] for row in wrong)),
         "targets": {
-            "lock_wait_seconds": lock_wait_target()[2],
+            "lock_wait_seconds": lock_wait_target(batch_time)[2],
             "p99_ratio": P99_TARGET,
             "wrongly_deleted": 0,
         },
@@ -833,7 +832,7 @@ def page_section(figures: dict[str, Any], command: str) -> str:
     met = figures["met"]
     beside = figures["phases"]["beside"]
 
-    batch_time, lock_timeout, lock_wait_limit = lock_wait_target()
+    batch_time, lock_timeout, lock_wait_limit = lock_wait_target(figures.get("batch_time"))
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "**not met**"

@@ -13,8 +13,14 @@ import pytest
 from django.db import DatabaseError
 
 from regression_tracking.cleanup import run
-from regression_tracking.cleanup.replication import StandbyLag, StandbyWatch
-from regression_tracking.services import CleanupResult, LagWait, StopReason
+from regression_tracking.cleanup.replication import StandbyWatch
+from regression_tracking.services import (
+    CleanupAction,
+    CleanupResult,
+    LagWait,
+    StandbyLag,
+    StopReason,
+)
 
 LIMIT = 10.0
 
@@ -53,7 +59,7 @@ def wait(
 ) -> tuple[StopReason | None, CleanupResult, list[LagWait], FakeClock]:
     clock = clock or FakeClock()
     told: list[LagWait] = []
-    result = CleanupResult(dry_run=False, action=run.CleanupAction.DELETE)
+    result = CleanupResult(dry_run=False, action=CleanupAction.DELETE)
     stop = run._wait_for_standbys(
         result,
         ScriptedWatch(clock, lag),
@@ -122,7 +128,7 @@ def test_a_wait_ended_by_a_database_error_is_still_timed() -> None:
             raise DatabaseError("the connection was dropped")
         return 60.0
 
-    result = CleanupResult(dry_run=False, action=run.CleanupAction.DELETE)
+    result = CleanupResult(dry_run=False, action=CleanupAction.DELETE)
     with pytest.raises(DatabaseError):
         run._wait_for_standbys(
             result,

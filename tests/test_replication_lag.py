@@ -42,6 +42,13 @@ SLOW_BATCHES = ("--batch-size", "1", "--batch-time", "0", "--sleep", "1")
 LIMIT = "1s"
 
 
+def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py`` with ``args`` in a subprocess with ``env``: its exit code and output."""
+    return subprocess.run(
+        manage_command(*args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
 @pytest.fixture(scope="module")
 def pair() -> Iterator[StreamingPair]:
     # The binaries of the server the suite runs on (DATABASE_URL), asked without Django's test
@@ -50,28 +57,14 @@ def pair() -> Iterator[StreamingPair]:
         version = server.info.server_version
     with streaming_pair(version) as started:
         env = manage_env(DATABASE_URL=started.primary_url)
-        done = subprocess.run(
-            manage_command("migrate", "--no-input", "-v", "0"),
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _manage(env, "migrate", "--no-input", "-v", "0")
         assert done.returncode == 0, done.stderr
         yield started
 
 
 def _load_demo(pair: StreamingPair) -> None:
     """Fresh demo data on the primary, replayed by the standby before the test pauses it."""
-    done = subprocess.run(
-        manage_command("load_demo_data", "--replace"),
-        env=manage_env(DATABASE_URL=pair.primary_url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _manage(manage_env(DATABASE_URL=pair.primary_url), "load_demo_data", "--replace")
     assert done.returncode == 0, done.stderr
     pair.wait_until_caught_up()
 
@@ -201,13 +194,12 @@ def test_a_standby_that_disconnects_while_behind_is_no_longer_waited_for(
 
 @pytest.mark.postgresql
 def test_pointed_at_a_standby_the_option_is_refused_in_one_line(pair: StreamingPair) -> None:
-    refused = subprocess.run(
-        manage_command("cleanup_orphaned_regressions", "--max-replication-lag", "5s", "--dry-run"),
-        env=manage_env(DATABASE_URL=pair.standby_url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    refused = _manage(
+        manage_env(DATABASE_URL=pair.standby_url),
+        "cleanup_orphaned_regressions",
+        "--max-replication-lag",
+        "5s",
+        "--dry-run",
     )
     assert refused.returncode == 1
     assert refused.stdout == ""
@@ -284,19 +276,10 @@ def test_sqlite_refuses_the_option_in_one_line(tmp_path: Path) -> None:
         "REGRESSION_TRACKING_LOG_LEVEL": "WARNING",
     }
     for args in (("migrate", "--no-input", "-v", "0"), ("load_demo_data",)):
-        done = subprocess.run(
-            manage_command(*args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
-        )
+        done = _manage(env, *args)
         assert done.returncode == 0, done.stderr
     before = (tmp_path / "db.sqlite3").read_bytes()
-    refused = subprocess.run(
-        manage_command("cleanup_orphaned_regressions", "--max-replication-lag", "5s"),
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = _manage(env, "cleanup_orphaned_regressions", "--max-replication-lag", "5s")
     assert refused.returncode == 2
     assert refused.stdout == ""
     assert refused.stderr.splitlines() == [

@@ -8,6 +8,7 @@ the package's settings it also refuses to start without DATABASE_URL, as the con
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 
@@ -51,6 +52,22 @@ def require_database_url() -> None:
             raise ConfigurationError(DATABASE_URL_NOT_SET)
 
 
+def exit_on_sigterm_until_serving() -> None:
+    """In a process forked from this one, SIGTERM's default action (exit) until the child sets its
+    own handler.
+
+    gunicorn's worker starts with the master's SIGTERM handler, which only queues the signal for a
+    master loop the worker never runs: a SIGTERM before the worker installs its own (a ``docker
+    stop`` just after start, or while a worker is replaced) was lost, and the master waited its
+    graceful timeout for a worker that never stopped. A worker that has not started serving has
+    nothing to finish. ``tests/test_serve.py`` widens that window to measure it.
+    """
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # forked from a thread other than the main one: no handler to replace
+        pass
+
+
 def get_application() -> WSGIHandler:
     """The WSGI application, after the configuration, the secret key and the database are
     checked."""
@@ -63,4 +80,5 @@ def get_application() -> WSGIHandler:
     return application
 
 
+os.register_at_fork(after_in_child=exit_on_sigterm_until_serving)
 application = get_application()

@@ -385,6 +385,38 @@ def test_sigterm_stops_the_server_cleanly(server: Server) -> None:
     assert b"Shutting down: Master" in server.stderr.read_bytes()
 
 
+def test_sigterm_while_a_worker_boots_stops_the_server_at_once(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """gunicorn's worker keeps the master's SIGTERM handler until its own is installed; a SIGTERM
+    in that window used to be lost, and the master then waited its graceful timeout (30 s) for a
+    worker that never stops. A config hook that only sleeps after the fork widens the window."""
+    collect_static(tmp_path)
+    hook = tmp_path / "slow_boot.py"
+    hook.write_text("import time\n\n\ndef post_fork(server, worker):\n    time.sleep(3)\n")
+    cwd = tmp_path / "run"
+    cwd.mkdir()
+    process = start(
+        [*server_command(), "--config", str(hook)],
+        cwd=cwd,
+        env=clean_environment(**serve_environment(tmp_path, sqlite_url)),
+    )
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while (cwd / "gunicorn.err").read_bytes().count(b"Booting worker") < 2:
+            assert process.poll() is None, (cwd / "gunicorn.err").read_text()
+            assert time.monotonic() < deadline, (cwd / "gunicorn.err").read_text()
+            time.sleep(0.02)
+        started = time.monotonic()
+        process.terminate()
+        returncode = process.wait(STOP_SECONDS)
+    finally:
+        stop(process)
+    assert returncode == 0, (cwd / "gunicorn.err").read_text()
+    assert time.monotonic() - started < 2.5
+    assert b"Shutting down: Master" in (cwd / "gunicorn.err").read_bytes()
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

@@ -7,6 +7,7 @@ the package's settings it also refuses to start without DATABASE_URL, as the con
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -62,10 +63,9 @@ def exit_on_sigterm_until_serving() -> None:
     graceful timeout for a worker that never stopped. A worker that has not started serving has
     nothing to finish. ``tests/test_serve.py`` widens that window to measure it.
     """
-    try:
+    # ValueError: forked from a thread other than the main one, which has no handler to replace.
+    with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    except ValueError:  # forked from a thread other than the main one: no handler to replace
-        pass
 
 
 def get_application() -> WSGIHandler:

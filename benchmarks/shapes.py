@@ -299,7 +299,7 @@ def profile_row(figures: dict[str, Any]) -> str:
         step = profile.get(kind, {"seconds": 0.0, "statements": 0})
         return f"{step['seconds']:.2f} s ({int(step['statements'])})"
 
-    steps = ("detect_orphans", "lock_rows", "batches", "issue_check", "other", "python", "total")
+    steps = ("detect_orphans", "batches", "issue_check", "other", "python", "total")
     return f"| {figures['shape']}, {figures['rows']:,} | " + " | ".join(map(cell, steps)) + " |"
 
 
@@ -394,9 +394,9 @@ def page_section(report: list[dict[str, Any]], command: str) -> str:
         "",
         "Where the delete's time goes (the same run in-process; seconds, statements):",
         "",
-        "| shape, N | detection | lock_rows | DELETE | check before the commit | savepoints and"
-        " other statements | commits and Python | total |",
-        "|---|---|---|---|---|---|---|---|",
+        "| shape, N | detection | DELETE | check before the commit | savepoints and other"
+        " statements | commits and Python | total |",
+        "|---|---|---|---|---|---|---|",
         *(profile_row(f) for f in report if "delete_profile" in f),
         "",
         f"Targets: detect <= {DETECT_TARGET}x, delete and deactivate <= {WRITE_TARGET}x (bold:"

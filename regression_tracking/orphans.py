@@ -150,11 +150,20 @@ def eligible_orphans(
 ) -> QuerySet[RegressionGroup]:
     """The rows of ``queryset`` that are orphans older than ``cutoff`` (and active, if asked).
 
-    Every write statement is built on this, so it re-states the predicate and the age cutoff in
-    SQL (the race rule): a GroupHash committed before the statement runs saves its row.
+    Statements built on this re-state the predicate and the age cutoff in SQL (the race rule): a
+    GroupHash committed before the statement runs saves its row.
     """
-    eligible = queryset.filter(is_orphan(), date_added__lt=cutoff)
-    return eligible.filter(active=True) if active_only else eligible
+    return past_grace(queryset.filter(is_orphan()), cutoff=cutoff, active_only=active_only)
+
+
+def past_grace(
+    queryset: QuerySet[RegressionGroup], *, cutoff: datetime, active_only: bool = False
+) -> QuerySet[RegressionGroup]:
+    """The rows of ``queryset`` added before ``cutoff`` (and active, if asked): every condition
+    of ``eligible_orphans`` but the orphan predicate, for a write whose orphan check comes after
+    it (``cleanup.batches``)."""
+    old = queryset.filter(date_added__lt=cutoff)
+    return old.filter(active=True) if active_only else old
 
 
 def lock_rows(rows: QuerySet[RegressionGroup]) -> list[int]:

@@ -1,16 +1,20 @@
-"""One batch of the cleanup: a short transaction that locks its rows, then writes on the rule.
+"""One batch of the cleanup: a short transaction that writes its rows, then checks the rule.
 
-The batch's candidate rows are locked first, in a statement of their own (``lock_rows``),
-so the write never waits on a row lock and decides on a snapshot taken after the rows were locked.
-The DELETE or UPDATE then names the locked ids and repeats the orphan predicate and the age cutoff
-(the race rule), so a GroupHash committed before it runs (during a lock wait included) saves its
-row. Creating an issue locks no RegressionGroup, so one committed while the write runs is not in
-the write's snapshot: before the batch commits, a last statement (a fresh snapshot) looks for a
-live group for each row the write changed, and if one has appeared the write is undone (to a
-savepoint) and run again, which then leaves that row alone. With a backup, the eligible rows are
-read and written to it before the write. Every statement is built from the rule in ``orphans``.
-Rows another transaction keeps locked past the lock timeout make the batch retry and, after the
-last attempt, be skipped.
+On PostgreSQL the DELETE or UPDATE names the batch's ids and the age cutoff (``past_grace``) and
+returns each changed row's issue key. It locks the rows itself; a row it waited on is re-checked
+against the cutoff in its newest version, and the key returned is that version's. The orphan rule
+is decided after it, before the batch commits: one statement on a fresh snapshot, so taken after
+every row lock the write waited on and after the write itself, looks for a live group for each
+row the write changed (``issue_appeared``). If one has appeared (a GroupHash committed since
+detection, during a lock wait or while the write ran), the write is undone to a savepoint and run
+again without that row. Creating an issue locks no RegressionGroup, so a snapshot taken earlier,
+the write's own included, could miss it. On SQLite, where no issue can be committed while a
+batch's transaction is open, the write re-states the orphan predicate itself (``eligible_orphans``).
+
+With a backup, the batch's rows are locked first (``lock_rows``) and its eligible orphans read
+and written to the backup before the write. Every statement is built from the rule in
+``orphans``. Rows another transaction keeps locked past the lock timeout make the batch retry
+and, after the last attempt, be skipped.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ from django.db.models.sql import DeleteQuery, UpdateQuery
 from regression_tracking.cleanup.backup import BackupWriter
 from regression_tracking.cleanup.locking import LOCK_NOT_AVAILABLE, set_local_settings, sqlstate
 from regression_tracking.models import GroupHash, RegressionGroup
-from regression_tracking.orphans import IssueHash, eligible_orphans, is_live_grouphash, lock_rows
+from regression_tracking.orphans import (
+    IssueHash,
+    eligible_orphans,
+    is_live_grouphash,
+    lock_rows,
+    past_grace,
+)
 
 # The logger keeps the name operators route in their logging configuration.
 logger = logging.getLogger("regression_tracking.services.batches")
@@ -39,7 +49,8 @@ logger = logging.getLogger("regression_tracking.services.batches")
 # Per batch transaction on PostgreSQL: wait this long for a row lock, then retry or skip the batch.
 LOCK_TIMEOUT = "2s"
 STATEMENT_TIMEOUT = "60s"
-# The batch's write probes GroupHash's (project_id, hash) index once per row (a nested loop). For
+# The batch's check (and on SQLite its write) probes GroupHash's (project_id, hash) index once per
+# row (a nested loop). For
 # a batch of a few thousand ids PostgreSQL's estimate prefers hashing every live GroupHash, which
 # it then builds again for every batch: on a table of a million GroupHashes that costs several
 # times the whole batch (benchmarks.shapes times the delete at batch sizes up to the largest). A
@@ -150,8 +161,10 @@ class BatchWrite:
     (``issue_appeared``).
 
     The statement is the one Django's ``QuerySet.delete()`` (a fast delete: RegressionGroup has
-    no reverse relations) or ``.update()`` compiles from ``eligible`` (so it re-states the
-    orphan predicate and the cutoff), plus ``RETURNING id`` from Django's own
+    no reverse relations) or ``.update()`` compiles from ``target``: on PostgreSQL the batch's
+    rows past the grace period, the orphan rule left to ``issue_appeared`` (one probe of
+    GroupHash per row instead of two: ``benchmarks.shapes`` times the delete against its floor);
+    elsewhere the eligible orphans. Plus ``RETURNING id`` from Django's own
     ``return_insert_columns``: the ids changed come back from the same statement, where a
     separate SELECT would be a second statement per batch (1,000 batches of 1,000 rows: ~0.3 s
     more at 1M rows, a third of the delete's time).
@@ -170,11 +183,11 @@ class BatchWrite:
         self._compiled: tuple[str, tuple[Any, ...], int] | None = None
         self._live_keys: tuple[str, tuple[Any, ...]] | None = None
         if connections[using].vendor == "postgresql":
+            self._live_keys = self._live_keys_sql()
             marker = object()
-            sql, params = self._sql(self._eligible_among(BigIntArray(marker)))
+            sql, params = self._sql(self._target(BigIntArray(marker)))
             [ids_index] = [i for i, param in enumerate(params) if param is marker]
             self._compiled = (sql, params, ids_index)
-            self._live_keys = self._live_keys_sql()
 
     def _sql(self, eligible: QuerySet[RegressionGroup]) -> tuple[str, tuple[Any, ...]]:
         connection = connections[self.using]
@@ -221,9 +234,11 @@ class BatchWrite:
         """The ids among ``changed`` (id, project id, issue hash) that have a live group now.
 
         Run after the write, in a statement of its own: its snapshot sees every issue committed
-        while the write ran. Only on PostgreSQL: SQLite lets one transaction write at a time, so
-        no issue can be committed while a batch's transaction is open. The three columns go as
-        array texts (``id_array``; the hashes are hexadecimal), cheaper than lists of values.
+        before the write ended, during its lock waits included. Only on PostgreSQL: SQLite lets
+        one transaction write at a time, so no issue can be committed while a batch's
+        transaction is open, and there the write re-states the orphan predicate. The three
+        columns go as array texts (``id_array``; the hashes are hexadecimal), cheaper than
+        lists of values.
         """
         if self._live_keys is None or not changed:
             return []
@@ -242,6 +257,12 @@ class BatchWrite:
             return self._eligible_among(BigIntArray(id_array(batch_ids)))
         return self._eligible_among(batch_ids)
 
+    def target(self, batch_ids: Sequence[int]) -> QuerySet[RegressionGroup]:
+        """The batch's rows the write statement names (``_target``)."""
+        if connections[self.using].vendor == "postgresql":
+            return self._target(BigIntArray(id_array(batch_ids)))
+        return self._target(batch_ids)
+
     def rows(self, batch_ids: Sequence[int]) -> QuerySet[RegressionGroup]:
         """The batch's rows, eligible or not: what it locks before deciding."""
         if connections[self.using].vendor == "postgresql":
@@ -257,10 +278,17 @@ class BatchWrite:
     def _eligible_among(self, ids: BigIntArray | Sequence[int]) -> QuerySet[RegressionGroup]:
         return eligible_orphans(self._among(ids), cutoff=self.cutoff, active_only=self.deactivate)
 
+    def _target(self, ids: BigIntArray | Sequence[int]) -> QuerySet[RegressionGroup]:
+        """Where ``issue_appeared`` checks the rule after the write (PostgreSQL), the rows past
+        the grace period; elsewhere the eligible orphans."""
+        if self._live_keys is not None:
+            return past_grace(self._among(ids), cutoff=self.cutoff, active_only=self.deactivate)
+        return self._eligible_among(ids)
+
     def statement(self, batch_ids: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
         """The statement and parameters for ``batch_ids``."""
         if self._compiled is None:
-            return self._sql(self.eligible(batch_ids))
+            return self._sql(self.target(batch_ids))
         sql, params, ids_index = self._compiled
         batch_params = list(params)
         batch_params[ids_index] = id_array(batch_ids)
@@ -292,14 +320,14 @@ def _run_batch(
         return list(batch_ids)
     with transaction.atomic(using=write.using):
         set_batch_settings(write.using)
-        # Lock first, in a statement of its own: what follows decides on a snapshot taken after
-        # the rows are locked, and never waits on them.
-        batch_ids = lock_rows(write.rows(batch_ids))
-        if backup is not None and batch_ids:
-            # The rows are locked, so what is written to the backup is what the write below sees.
-            rows = list(write.eligible(batch_ids).order_by("id"))
-            backup.write(rows)
-            batch_ids = [row.id for row in rows]
+        if backup is not None:
+            # Locked first, in a statement of its own, so what is written to the backup is what
+            # the write below sees, and the write never waits on these rows.
+            batch_ids = lock_rows(write.rows(batch_ids))
+            if batch_ids:
+                rows = list(write.eligible(batch_ids).order_by("id"))
+                backup.write(rows)
+                batch_ids = [row.id for row in rows]
         if not batch_ids:
             return []
         return _write_checked(write, batch_ids)

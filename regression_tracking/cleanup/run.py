@@ -2,8 +2,8 @@
 
 The candidates come from ``detect_orphans`` (one pass over the table, under a lock timeout and a
 statement timeout, cancelled when the run is asked to stop). The writes go in batches of
-candidate ids in id order, one transaction each, and every write statement re-states the orphan
-predicate and the age cutoff (the race rule): a GroupHash committed before a batch's statement runs
+candidate ids in id order, one transaction each, and each batch decides the orphan rule again
+after its rows are locked (the race rule, ``batches``): a GroupHash committed before the check
 saves its row. A crash loses at most the uncommitted batch; rerunning finishes the job.
 """
 

@@ -42,7 +42,11 @@ ENDS_WITHIN_SECONDS = CANCEL_AFTER_SECONDS + DROP_AFTER_SECONDS + RECONNECT_TIME
 
 
 class SilentRelay:
-    """A TCP relay to the test database that ``go_silent()`` turns into a black hole."""
+    """A TCP relay to the test database that ``go_silent()`` turns into a black hole.
+
+    The database is reached at ``host:port``, or on its Unix socket when ``host`` is a directory
+    (the test command's embedded server listens only there).
+    """
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -59,10 +63,18 @@ class SilentRelay:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.target)
+            server = self._connect()
             self.sockets += [client, server]
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        host, port = self.target
+        if not host.startswith("/"):
+            return socket.create_connection(self.target)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.connect(os.path.join(host, f".s.PGSQL.{port}"))
+        return server
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
@@ -87,8 +99,6 @@ class SilentRelay:
 @pytest.fixture
 def relay() -> Iterator[SilentRelay]:
     settings = connection.settings_dict
-    if (settings["HOST"] or "").startswith("/"):
-        pytest.fail("the relay needs a TCP server: point DATABASE_URL at host:port")
     relay = SilentRelay(settings["HOST"] or "localhost", int(settings["PORT"] or 5432))
     try:
         yield relay

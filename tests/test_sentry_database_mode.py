@@ -347,7 +347,7 @@ def test_a_real_run_in_a_read_only_session_fails_and_changes_nothing(sentry_db) 
     failed = sentry_db.manage("cleanup_orphaned_regressions", PGOPTIONS=READ_ONLY)
 
     assert failed.returncode == 1
-    assert "cannot execute SELECT FOR UPDATE in a read-only transaction" in failed.stderr
+    assert "cannot execute DELETE in a read-only transaction" in failed.stderr
     assert sentry_db.regression_rows() == rows
 
 

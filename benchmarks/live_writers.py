@@ -825,7 +825,7 @@ def page_section(figures: dict[str, Any], command: str) -> str:
         timing = figures["wrongly_deleted_by_link_timing"]
         lines += [
             f"The {figures['wrongly_deleted']} rows deleted with a live issue, by when the writer's"
-            " link of each ran against its batch's DELETE statement (whose snapshot missed it):"
+            " link of each ran against its batch's DELETE statement:"
             " " + "; ".join(f"{count} {label}" for label, count in sorted(timing.items())) + ".",
             "",
         ]

@@ -50,11 +50,11 @@ logger = logging.getLogger("regression_tracking.services.batches")
 LOCK_TIMEOUT = "2s"
 STATEMENT_TIMEOUT = "60s"
 # The batch's check (and on SQLite its write) probes GroupHash's (project_id, hash) index once per
-# row (a nested loop). For
-# a batch of a few thousand ids PostgreSQL's estimate prefers hashing every live GroupHash, which
-# it then builds again for every batch: on a table of a million GroupHashes that costs several
-# times the whole batch (benchmarks.shapes times the delete at batch sizes up to the largest). A
-# batch holds at most MAX_BATCH_SIZE rows, so the probes are always the cheaper plan.
+# row (a nested loop). For a batch of a few thousand ids PostgreSQL's estimate prefers hashing every
+# live GroupHash, which it then builds again for every batch: on a table of a million GroupHashes
+# that costs several times the whole batch (benchmarks.shapes times the delete at batch sizes up to
+# the largest). A batch holds at most MAX_BATCH_SIZE rows, so the probes are always the cheaper
+# plan.
 BATCH_PLANNER_SETTINGS = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
 # Attempts at a batch whose rows stay locked by another transaction before it is skipped.
 LOCK_ATTEMPTS = 3
@@ -250,24 +250,23 @@ class BatchWrite:
             return sorted(row[0] for row in cursor.fetchall())
 
     def eligible(self, batch_ids: Sequence[int]) -> QuerySet[RegressionGroup]:
-        """The batch's rows that are eligible orphans now: what its statement may touch."""
-        if connections[self.using].vendor == "postgresql":
-            # ``id = ANY(%s)``, the ids as one array parameter: faster than 1,000 scalar
-            # parameters per batch (benchmarks.alternatives, delete_batches_id_array/_list).
-            return self._eligible_among(BigIntArray(id_array(batch_ids)))
-        return self._eligible_among(batch_ids)
+        """The batch's rows that are eligible orphans now: what a backup of it holds."""
+        return self._eligible_among(self._ids(batch_ids))
 
     def target(self, batch_ids: Sequence[int]) -> QuerySet[RegressionGroup]:
         """The batch's rows the write statement names (``_target``)."""
-        if connections[self.using].vendor == "postgresql":
-            return self._target(BigIntArray(id_array(batch_ids)))
-        return self._target(batch_ids)
+        return self._target(self._ids(batch_ids))
 
     def rows(self, batch_ids: Sequence[int]) -> QuerySet[RegressionGroup]:
         """The batch's rows, eligible or not: what it locks before deciding."""
+        return self._among(self._ids(batch_ids))
+
+    def _ids(self, batch_ids: Sequence[int]) -> BigIntArray | Sequence[int]:
+        """On PostgreSQL ``id = ANY(%s)``, the ids as one array parameter: faster than 1,000
+        scalar parameters per batch (benchmarks.alternatives, delete_batches_id_array/_list)."""
         if connections[self.using].vendor == "postgresql":
-            return self._among(BigIntArray(id_array(batch_ids)))
-        return self._among(batch_ids)
+            return BigIntArray(id_array(batch_ids))
+        return batch_ids
 
     def _among(self, ids: BigIntArray | Sequence[int]) -> QuerySet[RegressionGroup]:
         rows = RegressionGroup.objects.using(self.using)
